@@ -1,0 +1,250 @@
+//! `Application::build(config)` wires everything, once: corpus, index, matcher, templates,
+//! store, destinations, the delivery worker and the HTTP server. Tests start this very same
+//! application on port 0, so what they exercise is what ships.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpResponse, web};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::config::{Config, Secret, StoreUrl};
+use crate::deliver::github::GithubDestination;
+use crate::deliver::retry::RetryPolicy;
+use crate::deliver::{self, Destination, Destinations};
+use crate::matcher::{Matcher, MatcherSettings};
+use crate::outbox::Store;
+use crate::outbox::sqlite::SqliteStore;
+use crate::pipeline::Pipeline;
+use crate::render::Renderer;
+use crate::runbooks::{Corpus, CorpusError};
+use crate::search::{RunbookIndex, SearchError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("config key `runbooks.dir`: {0}")]
+    Corpus(#[from] CorpusError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error("config key `templates.dir`: {0}")]
+    Render(#[from] crate::render::RenderError),
+    #[error("config key `store.url`: {0}")]
+    Store(#[from] crate::outbox::StoreError),
+    #[error("config key `server.listen`: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// What request handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub github_secret: Option<Secret>,
+    pub max_body_bytes: usize,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    worker: Option<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Loads the corpus and builds the matcher; shared by the server and the CLI so both match
+/// exactly the same way.
+pub fn build_matcher(
+    dir: &std::path::Path,
+    base_url: &url::Url,
+    settings: MatcherSettings,
+) -> Result<(Matcher, Vec<crate::runbooks::LoadError>), AppError> {
+    let corpus = Corpus::load(dir, base_url)?;
+    let index = RunbookIndex::build(corpus.runbooks)?;
+    Ok((Matcher::new(Arc::new(index), settings), corpus.errors))
+}
+
+pub fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, AppError> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let (matcher, load_errors) = build_matcher(
+            &config.runbooks_dir,
+            &config.runbooks_base_url,
+            MatcherSettings {
+                top_k: config.matcher.top_k,
+                min_confidence: config.matcher.min_confidence,
+            },
+        )?;
+        for error in &load_errors {
+            tracing::warn!(%error, "runbook skipped");
+        }
+        tracing::info!(
+            runbooks = matcher.index().len(),
+            skipped = load_errors.len(),
+            dir = %config.runbooks_dir.display(),
+            "runbook index built"
+        );
+        let renderer = Renderer::load(&config.templates_dir, &config.matcher.no_match_text)?;
+        let store = open_store(&config.store)?;
+
+        let client = deliver::http_client(config.outbox.request_timeout)?;
+        let policy = RetryPolicy {
+            base: config.outbox.backoff_base,
+            cap: config.outbox.backoff_cap,
+            max_attempts: config.outbox.max_attempts,
+        };
+        let mut destinations: Destinations = Destinations::new();
+        if let Some(github) = &config.github {
+            if github.token.is_none() {
+                tracing::warn!("destinations.github.token is not set: GitHub will refuse comments");
+            }
+            let destination: Arc<dyn Destination> = Arc::new(GithubDestination::new(
+                github,
+                client.clone(),
+                policy.clone(),
+            ));
+            destinations.insert(destination.name(), destination);
+        }
+        if config.github_source_secret.is_none() {
+            tracing::warn!(
+                "sources.github.secret is not set: unsigned GitHub webhooks are accepted"
+            );
+        }
+
+        let pipeline = Pipeline {
+            matcher: Arc::new(matcher),
+            renderer: Arc::new(renderer),
+            normalizer: config.matcher.normalize.clone(),
+            store: store.clone(),
+            destinations: destinations.keys().copied().collect(),
+            top_k: config.matcher.top_k,
+        };
+        let state = web::Data::new(AppState {
+            pipeline,
+            github_secret: config.github_source_secret.clone(),
+            max_body_bytes: config.max_body_bytes,
+        });
+
+        let listener = TcpListener::bind(config.listen).map_err(|source| AppError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?
+            .port();
+        let server = actix_web::HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(request_span))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route(
+                    "/webhooks/github",
+                    web::post().to(crate::ingest::github::webhook),
+                )
+        })
+        .listen(listener)
+        .map_err(|source| AppError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?
+        .run();
+        tracing::info!(port, "listening");
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let worker = config.outbox.worker.then(|| {
+            tokio::spawn(deliver::run_worker(
+                store,
+                Arc::new(destinations),
+                config.outbox.clone(),
+                shutdown_rx,
+            ))
+        });
+        Ok(Application {
+            port,
+            server,
+            worker,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM or a handle), then lets the worker finish
+    /// what it is posting; everything else stays in the store for the next start.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.shutdown.send(true);
+        if let Some(worker) = self.worker {
+            let _ = worker.await;
+        }
+        result
+    }
+}
+
+/// Each request gets a span with an id (echoed as `X-Request-Id`), so every log line of one
+/// webhook can be found, from the sender's retry to the ticket it became.
+async fn request_span(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let mut response = next.call(req).instrument(span).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(response)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+#[derive(Serialize)]
+struct Ready {
+    runbooks: usize,
+    outbox: crate::outbox::OutboxCounts,
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.pipeline.store.counts().await {
+        Ok(outbox) => HttpResponse::Ok().json(Ready {
+            runbooks: state.pipeline.matcher.index().len(),
+            outbox,
+        }),
+        Err(error) => {
+            tracing::error!(%error, "store not readable");
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .body("store unavailable")
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The audit log: every ticket received, every decision and every delivery attempt, as typed
+//! events. They are written by the store in the same transaction as the state change they
+//! describe, so the log never claims something that did not happen, nor misses what did.
+
+use serde::{Deserialize, Serialize};
+
+use crate::matcher::{Decision, MatchReason};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditCandidate {
+    pub runbook: String,
+    pub score: f32,
+    pub confidence: f32,
+    pub confident: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditEvent {
+    Received {
+        source: String,
+        delivery: String,
+        title: String,
+    },
+    DuplicateDelivery {
+        source: String,
+        delivery: String,
+    },
+    Ignored {
+        source: String,
+        reason: String,
+    },
+    Decided {
+        signature: String,
+        confident: bool,
+        candidates: Vec<AuditCandidate>,
+    },
+    Enqueued {
+        delivery_key: String,
+        destination: String,
+    },
+    AlreadyEnriched {
+        delivery_key: String,
+    },
+    NotEnqueued {
+        reason: String,
+    },
+    DeliveryAttempt {
+        delivery_key: String,
+        destination: String,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        status: Option<u16>,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry,
+    Dead,
+}
+
+impl AuditEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::Received { .. } => "received",
+            AuditEvent::DuplicateDelivery { .. } => "duplicate_delivery",
+            AuditEvent::Ignored { .. } => "ignored",
+            AuditEvent::Decided { .. } => "decided",
+            AuditEvent::Enqueued { .. } => "enqueued",
+            AuditEvent::AlreadyEnriched { .. } => "already_enriched",
+            AuditEvent::NotEnqueued { .. } => "not_enqueued",
+            AuditEvent::DeliveryAttempt { .. } => "delivery_attempt",
+        }
+    }
+
+    pub fn decided(signature: String, decision: &Decision) -> Self {
+        AuditEvent::Decided {
+            signature,
+            confident: decision.is_confident(),
+            candidates: decision
+                .candidates
+                .iter()
+                .map(|c| AuditCandidate {
+                    runbook: c.runbook.id.to_string(),
+                    score: c.score,
+                    confidence: c.confidence,
+                    confident: c.confident,
+                    reason: match &c.reason {
+                        MatchReason::Alarm { .. } => "alarm".into(),
+                        MatchReason::Rule { pattern } => format!("rule:{pattern}"),
+                        MatchReason::FullText { .. } => "full_text".into(),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One row of the audit log as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub at_ms: i64,
+    pub ticket: Option<String>,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}

@@ -1,0 +1,62 @@
+//! Command-line glue (the one place `anyhow` is used): parse arguments, call the library,
+//! print results.
+
+mod match_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use runlink::app::Application;
+use runlink::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runlink",
+    version,
+    about = "Links alarm-generated tickets to the runbooks that resolve them"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the webhook server (defaults: bundled runbooks, SQLite under data/, 127.0.0.1:8080).
+    ///
+    /// Example: runlink serve --config runlink.toml
+    Serve {
+        /// TOML config file; `RUNLINK__SECTION__KEY` env vars override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Match tickets (JSON lines) against a runbook directory and print the ranked runbooks.
+    ///
+    /// Example: echo '{"title":"[FIRING:1] KubePodCrashLooping"}' | runlink match --runbooks index/runbooks
+    Match(match_cmd::MatchArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Match(args) => match_cmd::run(args),
+    }
+}
+
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Config::load(path).context("invalid configuration")
+}
+
+fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = load_config(config.as_deref())?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config)
+            .await
+            .context("cannot start the server")?;
+        app.run_until_stopped().await.context("server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,160 @@
+//! GitHub `issues` webhooks. Only `opened` issues become tickets; every other event (comments,
+//! edits, runlink's own comments) is answered 200 and ignored, so runlink never reacts to
+//! what it posted itself.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::{IngestError, accepted_response, ignored_response, parse_json, read_body};
+use crate::app::AppState;
+use crate::render::is_runlink_text;
+use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
+
+const SIGNATURE: &str = "X-Hub-Signature-256";
+const EVENT: &str = "X-GitHub-Event";
+const DELIVERY: &str = "X-GitHub-Delivery";
+
+#[derive(Debug, Deserialize)]
+struct IssuesEvent {
+    action: String,
+    issue: Issue,
+    repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct Issue {
+    number: u64,
+    title: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    labels: Vec<Label>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Label {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Repository {
+    name: String,
+    owner: Owner,
+}
+
+#[derive(Debug, Deserialize)]
+struct Owner {
+    login: String,
+}
+
+/// GitHub labels are plain names; `key:value` and `key=value` ones (`service:checkout`) are
+/// read as key/value pairs, the way teams encode alert labels in issue labels.
+fn labels(raw: &[Label]) -> BTreeMap<String, String> {
+    raw.iter()
+        .map(|l| match l.name.split_once([':', '=']) {
+            Some((k, v)) if !k.trim().is_empty() => (k.trim().to_lowercase(), v.trim().to_string()),
+            _ => (l.name.trim().to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn verify(req: &HttpRequest, state: &AppState, body: &[u8]) -> Result<(), IngestError> {
+    let Some(secret) = &state.github_secret else {
+        return Ok(());
+    };
+    let header = super::header(req, SIGNATURE)?.ok_or(IngestError::MissingSignature(SIGNATURE))?;
+    let hex = header
+        .strip_prefix("sha256=")
+        .ok_or(IngestError::BadSignature(SIGNATURE))?;
+    if super::verify_hmac_sha256(secret.expose().as_bytes(), body, hex) {
+        Ok(())
+    } else {
+        Err(IngestError::BadSignature(SIGNATURE))
+    }
+}
+
+#[tracing::instrument(skip_all, fields(source = "github", delivery = tracing::field::Empty, ticket = tracing::field::Empty))]
+pub async fn webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    verify(&req, &state, &body)?;
+    let event = super::required_header(&req, EVENT)?;
+    let delivery = super::required_header(&req, DELIVERY)?;
+    let delivery = DeliveryId::parse(delivery).map_err(|e| IngestError::BadHeader {
+        header: DELIVERY,
+        message: e.to_string(),
+    })?;
+    tracing::Span::current().record("delivery", delivery.as_str());
+    if event == "ping" {
+        return Ok(ignored_response("ping"));
+    }
+    if event != "issues" {
+        return Ok(ignored_response("only `issues` events are handled"));
+    }
+    let event: IssuesEvent = parse_json(&body)?;
+    if event.action != "opened" {
+        return Ok(ignored_response("only `opened` issues are enriched"));
+    }
+    let body_text = event.issue.body.unwrap_or_default();
+    if is_runlink_text(&body_text) {
+        return Ok(ignored_response("issue was written by runlink"));
+    }
+    let owner = event.repository.owner.login;
+    let repo = event.repository.name;
+    let id =
+        TicketId::parse(format!("github:{owner}/{repo}#{}", event.issue.number)).map_err(|e| {
+            IngestError::InvalidField {
+                field: "repository".into(),
+                message: e.to_string(),
+            }
+        })?;
+    tracing::Span::current().record("ticket", id.as_str());
+    let ticket = Ticket {
+        id,
+        source: SourceKind::Github,
+        delivery,
+        title: event.issue.title,
+        body: body_text,
+        labels: labels(&event.issue.labels),
+        annotations: BTreeMap::new(),
+        alertname: None,
+        reply: Some(ReplyTarget::GithubIssue {
+            owner,
+            repo,
+            number: event.issue.number,
+        }),
+    };
+    let ticket_id = ticket.id.to_string();
+    let outcome = state
+        .pipeline
+        .accept(ticket)
+        .await
+        .map_err(IngestError::Unavailable)?;
+    Ok(accepted_response(outcome, &ticket_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_labels_are_split() {
+        let got = labels(&[
+            Label {
+                name: "service:checkout".into(),
+            },
+            Label {
+                name: "alertname=DiskFull".into(),
+            },
+            Label { name: "bug".into() },
+        ]);
+        assert_eq!(got["service"], "checkout");
+        assert_eq!(got["alertname"], "DiskFull");
+        assert_eq!(got["bug"], "");
+    }
+}

@@ -1,0 +1,242 @@
+//! Inbound webhooks, one file per source. Every source has the same parts: read the body
+//! (bounded), verify the sender, parse the JSON into typed values, turn it into a `Ticket`, and
+//! hand it to the pipeline. The answer tells the sender what to do next: 2xx only once the
+//! ticket is durable, 4xx for "do not retry", 503 + `Retry-After` for "try again later".
+
+pub mod github;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures::StreamExt;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::outbox::AcceptOutcome;
+use crate::pipeline::PipelineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("cannot read request body: {0}")]
+    Body(String),
+    #[error("missing header `{0}`")]
+    MissingHeader(&'static str),
+    #[error("header `{header}`: {message}")]
+    BadHeader {
+        header: &'static str,
+        message: String,
+    },
+    #[error("missing signature header `{0}`")]
+    MissingSignature(&'static str),
+    #[error("signature in `{0}` does not match the body")]
+    BadSignature(&'static str),
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    #[error("field `{field}`: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("ticket could not be stored, try again later")]
+    Unavailable(#[source] PipelineError),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: String,
+    code: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+impl IngestError {
+    fn code(&self) -> &'static str {
+        match self {
+            IngestError::TooLarge { .. } => "payload_too_large",
+            IngestError::Body(_) => "unreadable_body",
+            IngestError::MissingHeader(_) => "missing_header",
+            IngestError::BadHeader { .. } => "invalid_header",
+            IngestError::MissingSignature(_) => "missing_signature",
+            IngestError::BadSignature(_) => "invalid_signature",
+            IngestError::Malformed(_) => "malformed_body",
+            IngestError::InvalidField { .. } => "invalid_field",
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for IngestError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::MissingSignature(_) | IngestError::BadSignature(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let kind = if status.is_server_error() {
+            "internal"
+        } else if status == StatusCode::UNAUTHORIZED {
+            "auth"
+        } else {
+            "invalid_request"
+        };
+        if let IngestError::Unavailable(cause) = self {
+            tracing::error!(error = %cause, "ticket not stored");
+        } else {
+            tracing::warn!(error = %self, "webhook rejected");
+        }
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header(("Retry-After", "5"));
+        }
+        response.json(ErrorBody {
+            message: self.to_string(),
+            code: self.code(),
+            kind,
+        })
+    }
+}
+
+/// Reads the body, refusing it as soon as it passes `limit`, so an oversized or endless body
+/// costs at most `limit` bytes of memory.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, IngestError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| IngestError::Body(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(IngestError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+pub fn header<'a>(
+    req: &'a HttpRequest,
+    name: &'static str,
+) -> Result<Option<&'a str>, IngestError> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| IngestError::BadHeader {
+                header: name,
+                message: "is not visible ASCII".into(),
+            }),
+    }
+}
+
+pub fn required_header<'a>(
+    req: &'a HttpRequest,
+    name: &'static str,
+) -> Result<&'a str, IngestError> {
+    header(req, name)?.ok_or(IngestError::MissingHeader(name))
+}
+
+/// Checks a hex HMAC-SHA256 of `body` in constant time.
+pub fn verify_hmac_sha256(secret: &[u8], body: &[u8], hex_signature: &str) -> bool {
+    let Ok(expected) = hex::decode(hex_signature.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+pub fn sign_hmac_sha256(secret: &[u8], body: &[u8]) -> String {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Parses JSON into `T`, naming the path of the field that is wrong.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, IngestError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            IngestError::Malformed(inner.to_string())
+        } else {
+            IngestError::InvalidField {
+                field: path,
+                message: inner.to_string(),
+            }
+        }
+    })
+}
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+pub fn accepted_response(outcome: AcceptOutcome, ticket: &str) -> HttpResponse {
+    let (status, word) = match outcome {
+        AcceptOutcome::Stored => (StatusCode::ACCEPTED, "accepted"),
+        AcceptOutcome::DuplicateDelivery => (StatusCode::OK, "duplicate"),
+        AcceptOutcome::AlreadyEnriched => (StatusCode::OK, "already_enriched"),
+    };
+    HttpResponse::build(status).json(Ack {
+        status: word,
+        ticket: Some(ticket),
+        reason: None,
+    })
+}
+
+/// A 2xx for events runlink does not act on, so the sender does not retry them.
+pub fn ignored_response(reason: &str) -> HttpResponse {
+    HttpResponse::Ok().json(Ack {
+        status: "ignored",
+        ticket: None,
+        reason: Some(reason),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_round_trips_and_rejects_tampering() {
+        let sig = sign_hmac_sha256(b"s3cret", b"{\"a\":1}");
+        assert!(verify_hmac_sha256(b"s3cret", b"{\"a\":1}", &sig));
+        assert!(!verify_hmac_sha256(b"s3cret", b"{\"a\":2}", &sig));
+        assert!(!verify_hmac_sha256(b"other", b"{\"a\":1}", &sig));
+        assert!(!verify_hmac_sha256(b"s3cret", b"{\"a\":1}", "zz"));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        number: u64,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let err = parse_json::<Outer>(br#"{"inner":{"number":"x"}}"#).unwrap_err();
+        assert!(err.to_string().contains("inner.number"), "{err}");
+        let err = parse_json::<Outer>(br#"{"inner":{}}"#).unwrap_err();
+        assert!(err.to_string().contains("number"), "{err}");
+        let err = parse_json::<Outer>(b"{not json").unwrap_err();
+        assert!(matches!(err, IngestError::Malformed(_)), "{err}");
+    }
+}

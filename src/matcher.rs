@@ -1,0 +1,340 @@
+//! Decides which runbooks answer an alarm. Explicit rules come first and always win: an exact
+//! alarm name (front matter `alarms`, else the H1 or file stem), then a `match` regex. Only
+//! then the full-text ranking, whose best hit is posted as a link only when it is confident;
+//! below that, runlink says it found nothing rather than sending an operator down a wrong path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::runbooks::Runbook;
+use crate::search::{RunbookIndex, SearchError};
+use crate::signature::AlarmSignature;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MatchReason {
+    /// The alert name equals one of the runbook's alarm names.
+    Alarm { name: String },
+    /// A front-matter `match` regex matched the signature.
+    Rule { pattern: String },
+    /// Ranked full-text search; `terms` are the query terms the runbook contains.
+    FullText { terms: Vec<String> },
+}
+
+impl MatchReason {
+    pub fn describe(&self) -> String {
+        match self {
+            MatchReason::Alarm { name } => format!("alert name `{name}` is listed by this runbook"),
+            MatchReason::Rule { pattern } => format!("match rule `{pattern}`"),
+            MatchReason::FullText { terms } => {
+                let shown: Vec<_> = terms.iter().take(6).map(String::as_str).collect();
+                format!("text search on: {}", shown.join(", "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub runbook: Arc<Runbook>,
+    pub score: f32,
+    /// In [0, 1]: 1 for explicit rules; for text hits, the share of the query's information
+    /// (idf-weighted terms) that the runbook contains, scaled down when a runner-up is as good.
+    pub confidence: f32,
+    pub confident: bool,
+    pub reason: MatchReason,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub candidates: Vec<Candidate>,
+}
+
+impl Decision {
+    /// The runbooks runlink would link as answers: confident candidates only.
+    pub fn confident(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.iter().filter(|c| c.confident)
+    }
+
+    pub fn is_confident(&self) -> bool {
+        self.candidates.first().is_some_and(|c| c.confident)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MatcherSettings {
+    pub top_k: usize,
+    pub min_confidence: f32,
+}
+
+#[derive(Debug)]
+pub struct Matcher {
+    index: Arc<RunbookIndex>,
+    by_alarm: HashMap<String, Vec<usize>>,
+    settings: MatcherSettings,
+}
+
+/// Candidates in rank order, each runbook at most once (its best reason wins).
+struct Ranked<'a> {
+    runbooks: &'a [Arc<Runbook>],
+    candidates: Vec<Candidate>,
+    taken: Vec<bool>,
+    min_confidence: f32,
+}
+
+impl Ranked<'_> {
+    fn push(&mut self, ord: usize, score: f32, confidence: f32, reason: MatchReason) {
+        if !self.taken[ord] {
+            self.taken[ord] = true;
+            self.candidates.push(Candidate {
+                runbook: self.runbooks[ord].clone(),
+                score,
+                confidence,
+                confident: confidence >= self.min_confidence,
+                reason,
+            });
+        }
+    }
+}
+
+/// Explicit matches are ranked above any text score.
+const ALARM_SCORE: f32 = 1000.0;
+const RULE_SCORE: f32 = 500.0;
+
+impl Matcher {
+    pub fn new(index: Arc<RunbookIndex>, settings: MatcherSettings) -> Self {
+        let mut by_alarm: HashMap<String, Vec<usize>> = HashMap::new();
+        for (ord, runbook) in index.runbooks().iter().enumerate() {
+            for alarm in &runbook.alarms {
+                let list = by_alarm.entry(alarm.to_lowercase()).or_default();
+                if !list.contains(&ord) {
+                    list.push(ord);
+                }
+            }
+        }
+        Matcher {
+            index,
+            by_alarm,
+            settings,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<RunbookIndex> {
+        &self.index
+    }
+
+    pub fn settings(&self) -> &MatcherSettings {
+        &self.settings
+    }
+
+    /// Blocking (the text search runs here): call from a blocking thread.
+    pub fn decide(
+        &self,
+        signature: &AlarmSignature,
+        top_k: usize,
+    ) -> Result<Decision, SearchError> {
+        let runbooks = self.index.runbooks();
+        let mut ranked = Ranked {
+            runbooks,
+            candidates: Vec::new(),
+            taken: vec![false; runbooks.len()],
+            min_confidence: self.settings.min_confidence,
+        };
+        if let Some(name) = &signature.alertname
+            && let Some(ords) = self.by_alarm.get(&name.to_lowercase())
+        {
+            for &ord in ords {
+                ranked.push(
+                    ord,
+                    ALARM_SCORE,
+                    1.0,
+                    MatchReason::Alarm { name: name.clone() },
+                );
+            }
+        }
+
+        let rule_subject = format!(
+            "{}\n{}",
+            signature.alertname.as_deref().unwrap_or(""),
+            signature.text
+        );
+        for (ord, runbook) in runbooks.iter().enumerate() {
+            if let Some(rule) = runbook
+                .match_rules
+                .iter()
+                .find(|r| r.regex.is_match(&rule_subject))
+            {
+                ranked.push(
+                    ord,
+                    RULE_SCORE,
+                    1.0,
+                    MatchReason::Rule {
+                        pattern: rule.pattern.clone(),
+                    },
+                );
+            }
+        }
+
+        if ranked.candidates.len() < top_k {
+            let terms = self.index.query_terms(&signature.search_text());
+            let hits = self.index.search(&terms, top_k.max(2) + 1)?;
+            let total_idf: f32 = terms.iter().map(|t| self.index.idf(t)).sum();
+            let coverage = |ord: usize| -> (f32, Vec<String>) {
+                let found: Vec<String> = terms
+                    .iter()
+                    .filter(|t| self.index.contains(ord, t))
+                    .cloned()
+                    .collect();
+                let weight: f32 = found.iter().map(|t| self.index.idf(t)).sum();
+                let share = if total_idf > 0.0 {
+                    weight / total_idf
+                } else {
+                    0.0
+                };
+                (share, found)
+            };
+            let runner_up = hits.get(1).map(|h| h.score).unwrap_or(0.0);
+            for (i, hit) in hits.iter().enumerate() {
+                let (share, found) = coverage(hit.ord);
+                // A winner that barely beats the next runbook is a coin toss, not an answer.
+                let margin = if i == 0 && hit.score > 0.0 {
+                    ((hit.score - runner_up) / hit.score).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let confidence = if i == 0 {
+                    share * (0.5 + margin)
+                } else {
+                    share * 0.5
+                }
+                .min(1.0);
+                ranked.push(
+                    hit.ord,
+                    hit.score,
+                    confidence,
+                    MatchReason::FullText { terms: found },
+                );
+            }
+        }
+
+        ranked.candidates.truncate(top_k);
+        Ok(Decision {
+            candidates: ranked.candidates,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::Normalizer;
+    use crate::ticket::{DeliveryId, SourceKind, Ticket, TicketId};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use url::Url;
+
+    fn matcher(docs: &[(&str, &str)]) -> Matcher {
+        let base = Url::parse("https://x.example/").unwrap();
+        let runbooks = docs
+            .iter()
+            .map(|(p, s)| Runbook::parse(Path::new(p), s, &base).unwrap())
+            .collect();
+        Matcher::new(
+            Arc::new(RunbookIndex::build(runbooks).unwrap()),
+            MatcherSettings {
+                top_k: 3,
+                min_confidence: 0.5,
+            },
+        )
+    }
+
+    fn signature(title: &str, alertname: Option<&str>) -> AlarmSignature {
+        let ticket = Ticket {
+            id: TicketId::parse("t").unwrap(),
+            source: SourceKind::Github,
+            delivery: DeliveryId::parse("d").unwrap(),
+            title: title.into(),
+            body: String::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            alertname: alertname.map(str::to_string),
+            reply: None,
+        };
+        AlarmSignature::of(&ticket, &Normalizer::default())
+    }
+
+    const DOCS: &[(&str, &str)] = &[
+        (
+            "disk.md",
+            "---\nalarms: [HostOutOfDiskSpace]\n---\n# Disk space\n\n## Meaning\n\nA filesystem is almost full of data.\n",
+        ),
+        (
+            "cpu.md",
+            "---\nmatch: ['cpu (usage|load) (is )?high']\n---\n# High CPU\n\n## Meaning\n\nProcessor saturation.\n",
+        ),
+        (
+            "KubePodCrashLooping.md",
+            "# KubePodCrashLooping\n\n## Meaning\n\nA pod container keeps restarting.\n",
+        ),
+    ];
+
+    #[test]
+    fn exact_alarm_name_beats_everything_case_insensitively() {
+        let m = matcher(DOCS);
+        let d = m
+            .decide(&signature("x", Some("hostoutofdiskspace")), 3)
+            .unwrap();
+        assert_eq!(d.candidates[0].runbook.id.as_str(), "disk.md");
+        assert!(d.is_confident());
+        assert!(matches!(d.candidates[0].reason, MatchReason::Alarm { .. }));
+    }
+
+    #[test]
+    fn file_stem_is_an_alarm_name() {
+        let m = matcher(DOCS);
+        let d = m
+            .decide(&signature("[FIRING:1] KubePodCrashLooping", None), 3)
+            .unwrap();
+        assert_eq!(
+            d.candidates[0].runbook.id.as_str(),
+            "KubePodCrashLooping.md"
+        );
+    }
+
+    #[test]
+    fn match_rule_fires_on_the_text() {
+        let m = matcher(DOCS);
+        let d = m
+            .decide(&signature("CPU load is high on web-1", None), 3)
+            .unwrap();
+        assert_eq!(d.candidates[0].runbook.id.as_str(), "cpu.md");
+        assert!(matches!(d.candidates[0].reason, MatchReason::Rule { .. }));
+    }
+
+    #[test]
+    fn full_text_finds_the_runbook_by_description() {
+        let m = matcher(DOCS);
+        let d = m
+            .decide(&signature("container keeps restarting in pod", None), 3)
+            .unwrap();
+        assert_eq!(
+            d.candidates[0].runbook.id.as_str(),
+            "KubePodCrashLooping.md"
+        );
+        assert!(d.is_confident(), "{:?}", d.candidates[0].confidence);
+    }
+
+    #[test]
+    fn unrelated_text_is_not_confident() {
+        let m = matcher(DOCS);
+        let d = m
+            .decide(
+                &signature("payment gateway returns invoices twice", None),
+                3,
+            )
+            .unwrap();
+        assert!(!d.is_confident());
+    }
+}

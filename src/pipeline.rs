@@ -1,0 +1,126 @@
+//! The path one ticket takes once a source has parsed it: signature, match, render, and one
+//! durable write. Sources call `Pipeline::accept` and answer their sender from its outcome.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::audit::AuditEvent;
+use crate::matcher::{Decision, Matcher};
+use crate::outbox::{AcceptOutcome, Accepted, NewDelivery, Store, StoreError};
+use crate::render::{RenderError, Renderer};
+use crate::search::SearchError;
+use crate::signature::{AlarmSignature, Normalizer};
+use crate::ticket::{ReplyTarget, Ticket};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("matcher task failed: {0}")]
+    Join(String),
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    pub matcher: Arc<Matcher>,
+    pub renderer: Arc<Renderer>,
+    pub normalizer: Normalizer,
+    pub store: Arc<dyn Store>,
+    /// Destinations that are configured; a reply to any other is recorded, not queued.
+    pub destinations: Vec<&'static str>,
+    pub top_k: usize,
+}
+
+/// The key that makes one enrichment unique: the same ticket with the same alarm gets one
+/// comment, however often its webhook is delivered.
+pub fn delivery_key(ticket: &Ticket, signature: &AlarmSignature) -> String {
+    let mut hash = Sha256::new();
+    for part in [ticket.source.as_str(), ticket.id.as_str(), &signature.key()] {
+        hash.update(part.as_bytes());
+        hash.update([0u8]);
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
+fn template_for(target: &ReplyTarget) -> &'static str {
+    match target {
+        ReplyTarget::GithubIssue { .. } => "github.md.j2",
+    }
+}
+
+impl Pipeline {
+    pub async fn decide(&self, signature: AlarmSignature) -> Result<Decision, PipelineError> {
+        let matcher = self.matcher.clone();
+        let top_k = self.top_k;
+        tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))?
+            .map_err(PipelineError::from)
+    }
+
+    #[tracing::instrument(skip_all, fields(ticket = %ticket.id, delivery = %ticket.delivery, signature))]
+    pub async fn accept(&self, ticket: Ticket) -> Result<AcceptOutcome, PipelineError> {
+        let signature = AlarmSignature::of(&ticket, &self.normalizer);
+        tracing::Span::current().record("signature", tracing::field::display(&signature));
+        let decision = self.decide(signature.clone()).await?;
+        let key = delivery_key(&ticket, &signature);
+        let mut events = vec![
+            AuditEvent::Received {
+                source: ticket.source.to_string(),
+                delivery: ticket.delivery.to_string(),
+                title: ticket.title.clone(),
+            },
+            AuditEvent::decided(signature.to_string(), &decision),
+        ];
+        let delivery = match &ticket.reply {
+            Some(target) if self.destinations.contains(&target.destination()) => {
+                let body = self.renderer.render(
+                    template_for(target),
+                    &ticket,
+                    &signature,
+                    &decision,
+                    &key,
+                )?;
+                Some(NewDelivery {
+                    delivery_key: key,
+                    destination: target.destination().to_string(),
+                    target: target.clone(),
+                    body,
+                })
+            }
+            Some(target) => {
+                events.push(AuditEvent::NotEnqueued {
+                    reason: format!("destination `{}` is not configured", target.destination()),
+                });
+                None
+            }
+            None => {
+                events.push(AuditEvent::NotEnqueued {
+                    reason: "the ticket names no place to reply".into(),
+                });
+                None
+            }
+        };
+        let outcome = self
+            .store
+            .accept(Accepted {
+                signature_key: signature.key(),
+                ticket,
+                events,
+                delivery,
+            })
+            .await?;
+        tracing::info!(
+            outcome = ?outcome,
+            confident = decision.is_confident(),
+            best = decision.candidates.first().map(|c| c.runbook.id.as_str()).unwrap_or("-"),
+            "ticket accepted"
+        );
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,166 @@
+//! Turns a match decision into the comment text for one destination, from a minijinja
+//! template in `templates/`. Rendering happens before the comment enters the outbox, so every
+//! retry posts the same bytes and the audit log holds exactly what was posted.
+
+use std::path::Path;
+
+use minijinja::Environment;
+use serde::Serialize;
+
+use crate::matcher::{Candidate, Decision};
+use crate::runbooks::Step;
+use crate::signature::AlarmSignature;
+use crate::ticket::Ticket;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template {name}: cannot read {path}: {source}")]
+    Read {
+        name: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template {name}: {source:#}")]
+    Template {
+        name: String,
+        #[source]
+        source: minijinja::Error,
+    },
+}
+
+/// Templates every destination needs; all must exist and compile at start-up.
+pub const TEMPLATES: &[&str] = &["github.md.j2"];
+
+/// The marker hidden in every comment: how runlink recognises its own comments (loop guard)
+/// and finds out whether an uncertain post did land.
+pub fn marker(delivery_key: &str) -> String {
+    format!("<!-- runlink:delivery={delivery_key} -->")
+}
+
+pub fn is_runlink_text(text: &str) -> bool {
+    text.contains("<!-- runlink:delivery=")
+}
+
+#[derive(Debug)]
+pub struct Renderer {
+    env: Environment<'static>,
+    no_match_text: String,
+}
+
+#[derive(Serialize)]
+struct MatchView<'a> {
+    title: &'a str,
+    url: String,
+    why: String,
+    confidence: f32,
+    steps: &'a [Step],
+}
+
+impl<'a> MatchView<'a> {
+    fn of(candidate: &'a Candidate, with_steps: bool) -> Self {
+        MatchView {
+            title: &candidate.runbook.title,
+            url: candidate.runbook.url.to_string(),
+            why: candidate.reason.describe(),
+            confidence: candidate.confidence,
+            steps: if with_steps {
+                &candidate.runbook.first_steps
+            } else {
+                &[]
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TicketView<'a> {
+    id: &'a str,
+    title: &'a str,
+}
+
+#[derive(Serialize)]
+struct CommentContext<'a> {
+    ticket: TicketView<'a>,
+    signature: String,
+    matches: Vec<MatchView<'a>>,
+    closest: Vec<MatchView<'a>>,
+    no_match_text: &'a str,
+    marker: String,
+}
+
+impl Renderer {
+    pub fn load(dir: &Path, no_match_text: &str) -> Result<Self, RenderError> {
+        let mut env = Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .build()
+                .expect("default delimiters are valid"),
+        );
+        for name in TEMPLATES {
+            let path = dir.join(name);
+            let source = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+                name: name.to_string(),
+                path: path.display().to_string(),
+                source,
+            })?;
+            env.add_template_owned(name.to_string(), source)
+                .map_err(|source| RenderError::Template {
+                    name: name.to_string(),
+                    source,
+                })?;
+        }
+        Ok(Renderer {
+            env,
+            no_match_text: no_match_text.to_string(),
+        })
+    }
+
+    pub fn render(
+        &self,
+        template: &str,
+        ticket: &Ticket,
+        signature: &AlarmSignature,
+        decision: &Decision,
+        delivery_key: &str,
+    ) -> Result<String, RenderError> {
+        let matches: Vec<MatchView<'_>> = decision
+            .confident()
+            .map(|c| MatchView::of(c, true))
+            .collect();
+        // With no confident answer, the nearest candidates are still shown, flagged as such:
+        // an operator may recognise the right one where the matcher could not.
+        let closest: Vec<MatchView<'_>> = if matches.is_empty() {
+            decision
+                .candidates
+                .iter()
+                .map(|c| MatchView::of(c, false))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let tmpl = self
+            .env
+            .get_template(template)
+            .map_err(|source| RenderError::Template {
+                name: template.to_string(),
+                source,
+            })?;
+        tmpl.render(minijinja::value::Serde(CommentContext {
+            ticket: TicketView {
+                id: ticket.id.as_str(),
+                title: &ticket.title,
+            },
+            signature: signature.to_string(),
+            matches,
+            closest,
+            no_match_text: &self.no_match_text,
+            marker: marker(delivery_key),
+        }))
+        .map_err(|source| RenderError::Template {
+            name: template.to_string(),
+            source,
+        })
+    }
+}

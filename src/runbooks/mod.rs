@@ -1,0 +1,373 @@
+//! The runbook corpus: Markdown files under one directory, each turned into a `Runbook` with
+//! its names, match rules, link and first diagnostic steps. Loading is forgiving per file: one
+//! broken runbook is reported by path and the rest still load, because an index that refuses
+//! to start over one typo helps nobody during an incident.
+
+pub mod front_matter;
+pub mod markdown;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::Serialize;
+use url::Url;
+
+pub use markdown::Step;
+
+/// A runbook's path relative to the corpus root, with `/` separators: stable across machines
+/// and the key the `match` contract reports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RunbookId(String);
+
+impl RunbookId {
+    pub fn from_relative(path: &Path) -> Self {
+        let parts: Vec<String> = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        RunbookId(parts.join("/"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunbookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MatchRule {
+    pub pattern: String,
+    pub regex: Regex,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub id: RunbookId,
+    pub path: PathBuf,
+    pub title: String,
+    /// Alert names this runbook answers exactly: front matter `alarms`, else its H1 and stem.
+    pub alarms: Vec<String>,
+    pub match_rules: Vec<MatchRule>,
+    pub services: Vec<String>,
+    pub tags: Vec<String>,
+    pub url: Url,
+    pub first_steps: Vec<Step>,
+    /// The section that says what the alert means; weighted higher than the rest.
+    pub meaning: String,
+    pub headings: Vec<String>,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunbookError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    FrontMatter(#[from] front_matter::FrontMatterError),
+    #[error("front matter: match rule `{pattern}` does not compile: {source}")]
+    Regex {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("front matter: url `{url}`: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+}
+
+/// A runbook that could not be loaded, and why.
+#[derive(Debug)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub error: RunbookError,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "runbook {}: {}", self.path.display(), self.error)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("runbooks directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Corpus {
+    pub runbooks: Vec<Runbook>,
+    pub errors: Vec<LoadError>,
+}
+
+/// How many steps a comment shows per runbook: enough to start, short enough to read.
+pub const MAX_FIRST_STEPS: usize = 3;
+
+/// Files in a runbook repository that are not runbooks.
+fn is_runbook_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if !name.to_ascii_lowercase().ends_with(".md") || name.starts_with('.') {
+        return false;
+    }
+    let upper = name.to_ascii_uppercase();
+    let skipped = [
+        "README",
+        "LICENSE",
+        "SOURCE",
+        "CHANGELOG",
+        "CONTRIBUTING",
+        "CODEOWNERS",
+    ];
+    !(name.starts_with('_') || skipped.iter().any(|s| upper.starts_with(s)))
+}
+
+impl Corpus {
+    pub fn load(dir: &Path, base_url: &Url) -> Result<Corpus, CorpusError> {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files).map_err(|source| CorpusError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        files.sort();
+        let mut corpus = Corpus::default();
+        for path in files {
+            let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+            match std::fs::read_to_string(&path)
+                .map_err(RunbookError::from)
+                .and_then(|source| Runbook::parse(&relative, &source, base_url))
+            {
+                Ok(mut runbook) => {
+                    runbook.path = path;
+                    corpus.runbooks.push(runbook);
+                }
+                Err(error) => corpus.errors.push(LoadError { path, error }),
+            }
+        }
+        Ok(corpus)
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if file_type.is_dir() && !hidden {
+            collect_files(&path, out)?;
+        } else if file_type.is_file() && is_runbook_file(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+impl Runbook {
+    /// Parses one runbook. `relative` is its path under the corpus root.
+    pub fn parse(relative: &Path, source: &str, base_url: &Url) -> Result<Runbook, RunbookError> {
+        let (front, markdown_src, _) = front_matter::split(source)?;
+        let doc = markdown::parse(markdown_src);
+        let id = RunbookId::from_relative(relative);
+        let stem = relative
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+
+        let alarms = if front.alarms.is_empty() {
+            let mut names = vec![stem.clone()];
+            if let Some(h1) = doc.h1.as_deref().filter(|h| is_identifier(h) && *h != stem) {
+                names.push(h1.to_string());
+            }
+            names
+        } else {
+            front.alarms.clone()
+        };
+
+        let match_rules = front
+            .match_rules
+            .iter()
+            .map(|pattern| {
+                // Rules are case-insensitive unless they say otherwise: tickets are typed by
+                // people and by machines with different habits.
+                let anchored = if pattern.starts_with("(?") {
+                    pattern.clone()
+                } else {
+                    format!("(?i){pattern}")
+                };
+                Regex::new(&anchored)
+                    .map(|regex| MatchRule {
+                        pattern: pattern.clone(),
+                        regex,
+                    })
+                    .map_err(|source| RunbookError::Regex {
+                        pattern: pattern.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let url = match &front.url {
+            Some(url) => Url::parse(url).map_err(|source| RunbookError::Url {
+                url: url.clone(),
+                source,
+            })?,
+            None => {
+                let path = id.as_str();
+                let without_ext = path
+                    .strip_suffix(".md")
+                    .or_else(|| path.strip_suffix(".MD"))
+                    .unwrap_or(path);
+                base_url
+                    .join(without_ext)
+                    .map_err(|source| RunbookError::Url {
+                        url: without_ext.to_string(),
+                        source,
+                    })?
+            }
+        };
+
+        let first_steps = if front.first_steps.is_empty() {
+            doc.section(&[
+                "first steps",
+                "triage",
+                "diagnosis",
+                "diagnose",
+                "investigation",
+            ])
+            .map(|s| s.blocks.iter().take(MAX_FIRST_STEPS).cloned().collect())
+            .unwrap_or_default()
+        } else {
+            front
+                .first_steps
+                .iter()
+                .map(|text| Step::Text { text: text.clone() })
+                .collect()
+        };
+
+        let meaning = doc
+            .section(&["meaning", "description", "overview", "summary", "symptoms"])
+            .map(|s| s.text.clone())
+            .unwrap_or_default();
+
+        let title = front
+            .title
+            .clone()
+            .or_else(|| doc.h1.clone())
+            .unwrap_or_else(|| stem.clone());
+
+        Ok(Runbook {
+            id,
+            path: relative.to_path_buf(),
+            title,
+            alarms,
+            match_rules,
+            services: front.services,
+            tags: front.tags,
+            url,
+            first_steps,
+            meaning,
+            headings: doc.sections.iter().map(|s| s.heading.clone()).collect(),
+            body: doc.text,
+        })
+    }
+
+    /// The name of the runbook as an alert would carry it (the first alarm).
+    pub fn primary_alarm(&self) -> &str {
+        self.alarms
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&self.title)
+    }
+}
+
+fn is_identifier(text: &str) -> bool {
+    !text.is_empty()
+        && !text.contains(char::is_whitespace)
+        && text
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Url {
+        Url::parse("https://runbooks.example.com/").unwrap()
+    }
+
+    #[test]
+    fn wild_runbook_gets_names_from_stem_and_h1_and_steps_from_diagnosis() {
+        let src = "---\ntitle: Node Down\nweight: 20\n---\n# KubeNodeDown\n\n## Meaning\n\nA node is gone.\n\n## Diagnosis\n\nCheck the node.\n\n```shell\nkubectl get nodes\n```\n\nThen the kubelet.\n\nThen more.\n";
+        let rb = Runbook::parse(Path::new("kubernetes/NodeDown.md"), src, &base()).unwrap();
+        assert_eq!(rb.id.as_str(), "kubernetes/NodeDown.md");
+        assert_eq!(rb.title, "Node Down");
+        assert_eq!(rb.alarms, vec!["NodeDown", "KubeNodeDown"]);
+        assert_eq!(
+            rb.url.as_str(),
+            "https://runbooks.example.com/kubernetes/NodeDown"
+        );
+        assert_eq!(rb.first_steps.len(), MAX_FIRST_STEPS);
+        assert!(rb.meaning.contains("A node is gone"));
+    }
+
+    #[test]
+    fn runlink_front_matter_wins() {
+        let src = "---\ntitle: Disk full\nalarms: [DiskFull, HostOutOfDiskSpace]\nurl: https://wiki.example.com/disk\nfirst_steps:\n  - Run `df -h`\n---\n# Disk\n";
+        let rb = Runbook::parse(Path::new("disk.md"), src, &base()).unwrap();
+        assert_eq!(rb.alarms, vec!["DiskFull", "HostOutOfDiskSpace"]);
+        assert_eq!(rb.url.as_str(), "https://wiki.example.com/disk");
+        assert_eq!(
+            rb.first_steps,
+            vec![Step::Text {
+                text: "Run `df -h`".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_match_rule_is_an_error_naming_the_pattern() {
+        let src = "---\nmatch: ['disk(']\n---\n# X\n";
+        let err = Runbook::parse(Path::new("x.md"), src, &base()).unwrap_err();
+        assert!(err.to_string().contains("disk("), "{err}");
+    }
+
+    #[test]
+    fn corpus_skips_non_runbooks_and_reports_broken_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("README.md", "# readme");
+        write("LICENSE", "license");
+        write("team/_index.md", "# index");
+        write("team/Good.md", "# Good\n");
+        write("team/Broken.md", "---\nalarms: [\n---\n");
+        let corpus = Corpus::load(dir.path(), &base()).unwrap();
+        let ids: Vec<_> = corpus.runbooks.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, vec!["team/Good.md"]);
+        assert_eq!(corpus.errors.len(), 1);
+        assert!(corpus.errors[0].to_string().contains("Broken.md"));
+    }
+}

@@ -1,0 +1,225 @@
+//! The full-text index over the runbook corpus. It is built in memory at start-up (a corpus
+//! is thousands of files at most) and never mutated: a new corpus gets a new index, swapped
+//! whole, so a reader always sees one consistent version.
+
+pub mod schema;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{Index, IndexReader, TantivyDocument, Term};
+
+use crate::runbooks::Runbook;
+use crate::signature::split_identifier;
+use schema::Fields;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+}
+
+/// One full-text hit: which runbook (by position in the corpus), its score, and which query
+/// terms it contains (used for confidence and for "why matched").
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub ord: usize,
+    pub score: f32,
+}
+
+pub struct RunbookIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    analyzer: TextAnalyzer,
+    runbooks: Vec<Arc<Runbook>>,
+    /// Analyzed tokens of each runbook, all fields together, for coverage checks.
+    doc_terms: Vec<HashSet<String>>,
+    doc_freq: HashMap<String, u32>,
+}
+
+impl std::fmt::Debug for RunbookIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunbookIndex")
+            .field("runbooks", &self.runbooks.len())
+            .finish()
+    }
+}
+
+impl RunbookIndex {
+    pub fn build(runbooks: Vec<Runbook>) -> Result<Self, SearchError> {
+        let (schema, fields) = schema::build();
+        let index = Index::create_in_ram(schema);
+        let mut analyzer = schema::analyzer();
+        index
+            .tokenizers()
+            .register(schema::ANALYZER, analyzer.clone());
+        // One thread: the corpus is small, and a second indexing thread only costs memory.
+        let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 15_000_000)?;
+        let mut doc_terms = Vec::with_capacity(runbooks.len());
+        let mut doc_freq: HashMap<String, u32> = HashMap::new();
+        for (ord, runbook) in runbooks.iter().enumerate() {
+            let names: Vec<String> = runbook.alarms.iter().map(|a| split_identifier(a)).collect();
+            let names = names.join("\n");
+            let headings = runbook.headings.join("\n");
+            let mut doc = TantivyDocument::default();
+            doc.add_text(fields.id, runbook.id.as_str());
+            doc.add_u64(fields.ord, ord as u64);
+            doc.add_text(fields.name, &names);
+            doc.add_text(fields.title, &runbook.title);
+            doc.add_text(fields.meaning, &runbook.meaning);
+            doc.add_text(fields.headings, &headings);
+            doc.add_text(fields.body, &runbook.body);
+            writer.add_document(doc)?;
+
+            let mut terms = HashSet::new();
+            for text in [
+                &names,
+                &runbook.title,
+                &runbook.meaning,
+                &headings,
+                &runbook.body,
+            ] {
+                terms.extend(schema::tokens(&mut analyzer, text));
+            }
+            for term in &terms {
+                *doc_freq.entry(term.clone()).or_default() += 1;
+            }
+            doc_terms.push(terms);
+        }
+        writer.commit()?;
+        let reader = index.reader()?;
+        Ok(RunbookIndex {
+            index,
+            reader,
+            fields,
+            analyzer,
+            runbooks: runbooks.into_iter().map(Arc::new).collect(),
+            doc_terms,
+            doc_freq,
+        })
+    }
+
+    pub fn runbooks(&self) -> &[Arc<Runbook>] {
+        &self.runbooks
+    }
+
+    pub fn len(&self) -> usize {
+        self.runbooks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runbooks.is_empty()
+    }
+
+    /// The distinct analyzed terms of a query text, in first-seen order.
+    pub fn query_terms(&self, text: &str) -> Vec<String> {
+        let mut analyzer = self.analyzer.clone();
+        let mut seen = HashSet::new();
+        schema::tokens(&mut analyzer, text)
+            .into_iter()
+            .filter(|t| seen.insert(t.clone()))
+            .collect()
+    }
+
+    /// Inverse document frequency of a term, smoothed so unseen terms weigh the most.
+    pub fn idf(&self, term: &str) -> f32 {
+        let n = self.runbooks.len() as f32;
+        let df = self.doc_freq.get(term).copied().unwrap_or(0) as f32;
+        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+    }
+
+    pub fn contains(&self, ord: usize, term: &str) -> bool {
+        self.doc_terms.get(ord).is_some_and(|t| t.contains(term))
+    }
+
+    /// BM25 over the weighted fields: every term may match in any field, each field with its
+    /// boost. Blocking: call it off the async executor.
+    pub fn search(&self, terms: &[String], limit: usize) -> Result<Vec<Hit>, SearchError> {
+        if terms.is_empty() || self.runbooks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for term in terms {
+            for (field, boost) in self.fields.weighted() {
+                let query = TermQuery::new(
+                    Term::from_field_text(field, term),
+                    IndexRecordOption::WithFreqs,
+                );
+                clauses.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(query), boost)),
+                ));
+            }
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            if let Some(ord) = doc.get_first(self.fields.ord).and_then(|v| v.as_u64()) {
+                hits.push(Hit {
+                    ord: ord as usize,
+                    score,
+                });
+            }
+        }
+        Ok(hits)
+    }
+
+    pub fn schema_index(&self) -> &Index {
+        &self.index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use url::Url;
+
+    fn runbook(path: &str, src: &str) -> Runbook {
+        Runbook::parse(
+            Path::new(path),
+            src,
+            &Url::parse("https://x.example/").unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn name_words_outrank_body_mentions() {
+        let index = RunbookIndex::build(vec![
+            runbook(
+                "a/CertificateExpiry.md",
+                "# CertificateExpiry\n\n## Meaning\n\nA TLS certificate expires soon.\n",
+            ),
+            runbook(
+                "a/NodeDown.md",
+                "# NodeDown\n\n## Meaning\n\nThe node is gone. Certificate checks may fail too.\n",
+            ),
+        ])
+        .unwrap();
+        let terms = index.query_terms("certificate expiring on web");
+        let hits = index.search(&terms, 5).unwrap();
+        assert_eq!(
+            index.runbooks()[hits[0].ord].id.as_str(),
+            "a/CertificateExpiry.md"
+        );
+        assert!(hits[0].score > hits[1].score);
+    }
+
+    #[test]
+    fn query_terms_are_stemmed_deduplicated_and_keep_not() {
+        let index = RunbookIndex::build(Vec::new()).unwrap();
+        assert_eq!(
+            index.query_terms("Pods not ready, pod restarting and the pods"),
+            vec!["pod", "not", "readi", "restart"]
+        );
+    }
+}
