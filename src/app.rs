@@ -9,12 +9,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, HttpResponse, web};
-use serde::Serialize;
+use actix_web::{App, web};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::api;
 use crate::config::{Config, Secret, StoreUrl};
 use crate::deliver::github::GithubDestination;
 use crate::deliver::retry::RetryPolicy;
@@ -155,8 +155,9 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(request_span))
-                .route("/healthz", web::get().to(healthz))
-                .route("/readyz", web::get().to(readyz))
+                .route("/healthz", web::get().to(api::healthz))
+                .route("/readyz", web::get().to(api::readyz))
+                .route("/v1/match", web::post().to(api::preview_match))
                 .route(
                     "/webhooks/github",
                     web::post().to(crate::ingest::github::webhook),
@@ -222,29 +223,4 @@ async fn request_span(
             .insert(HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().body("ok")
-}
-
-#[derive(Serialize)]
-struct Ready {
-    runbooks: usize,
-    outbox: crate::outbox::OutboxCounts,
-}
-
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.pipeline.store.counts().await {
-        Ok(outbox) => HttpResponse::Ok().json(Ready {
-            runbooks: state.pipeline.matcher.index().len(),
-            outbox,
-        }),
-        Err(error) => {
-            tracing::error!(%error, "store not readable");
-            HttpResponse::ServiceUnavailable()
-                .insert_header(("Retry-After", "5"))
-                .body("store unavailable")
-        }
-    }
 }

@@ -5,6 +5,7 @@
 //! (one file per destination) -> `audit`. `pipeline` is the glue between a parsed ticket and
 //! the store; `app` wires it all into one server.
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;

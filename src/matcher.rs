@@ -261,6 +261,7 @@ mod tests {
             annotations: BTreeMap::new(),
             alertname: alertname.map(str::to_string),
             reply: None,
+            query: None,
         };
         AlarmSignature::of(&ticket, &Normalizer::default())
     }

@@ -164,3 +164,89 @@ impl Renderer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::{Matcher, MatcherSettings};
+    use crate::runbooks::Runbook;
+    use crate::search::RunbookIndex;
+    use crate::signature::Normalizer;
+    use crate::ticket::{DeliveryId, SourceKind, TicketId};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn setup() -> (Renderer, Matcher) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let renderer = Renderer::load(&dir, "Nothing found.").unwrap();
+        let base = url::Url::parse("https://rb.example/").unwrap();
+        let rb = Runbook::parse(
+            Path::new("disk.md"),
+            "---\ntitle: Disk full\nalarms: [DiskFull]\n---\n# Disk\n\n## Diagnosis\n\n- Run `df -h`\n\n```sh\ndu -xh / | sort -h\n```\n",
+            &base,
+        )
+        .unwrap();
+        let index = Arc::new(RunbookIndex::build(vec![rb]).unwrap());
+        let matcher = Matcher::new(
+            index,
+            MatcherSettings {
+                top_k: 3,
+                min_confidence: 0.5,
+            },
+        );
+        (renderer, matcher)
+    }
+
+    fn ticket(title: &str) -> Ticket {
+        Ticket {
+            id: TicketId::parse("t").unwrap(),
+            source: SourceKind::Manual,
+            delivery: DeliveryId::parse("d").unwrap(),
+            title: title.into(),
+            body: String::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            alertname: None,
+            reply: None,
+            query: None,
+        }
+    }
+
+    fn render(title: &str) -> String {
+        let (renderer, matcher) = setup();
+        let t = ticket(title);
+        let sig = AlarmSignature::of(&t, &Normalizer::default());
+        let decision = matcher.decide(&sig, 3).unwrap();
+        renderer
+            .render("github.md.j2", &t, &sig, &decision, "k123")
+            .unwrap()
+    }
+
+    #[test]
+    fn confident_match_shows_link_steps_and_marker() {
+        let out = render("[FIRING:1] DiskFull");
+        assert!(
+            out.contains("**[Disk full](https://rb.example/disk)**"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\n\nFirst steps:\n\n1. Run `df -h`\n"),
+            "{out}"
+        );
+        assert!(out.contains("```sh\ndu -xh / | sort -h\n```"), "{out}");
+        assert!(
+            out.ends_with("<!-- runlink:delivery=k123 -->\n")
+                || out.ends_with("<!-- runlink:delivery=k123 -->"),
+            "{out}"
+        );
+        assert!(is_runlink_text(&out));
+    }
+
+    #[test]
+    fn no_confident_match_says_so_and_lists_no_steps() {
+        let out = render("Payment invoices are duplicated");
+        assert!(out.contains("No runbook found\n\nNothing found."), "{out}");
+        assert!(!out.contains("First steps"), "{out}");
+        assert!(out.contains("<!-- runlink:delivery=k123 -->"), "{out}");
+    }
+}

@@ -288,11 +288,14 @@ impl AlarmSignature {
 
 impl fmt::Display for AlarmSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.alertname.as_deref().unwrap_or("-"))?;
-        if let Some(service) = &self.service {
-            write!(f, "/{service}")?;
+        if let Some(name) = &self.alertname {
+            write!(f, "{name}")?;
+            if let Some(service) = &self.service {
+                write!(f, "/{service}")?;
+            }
+            write!(f, ": ")?;
         }
-        write!(f, " \"{}\"", self.title)
+        f.write_str(&self.title)
     }
 }
 
@@ -460,6 +463,7 @@ mod tests {
             annotations: BTreeMap::new(),
             alertname: None,
             reply: None,
+            query: None,
         }
     }
 

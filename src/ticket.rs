@@ -113,6 +113,10 @@ pub struct Ticket {
     pub annotations: BTreeMap<String, String>,
     pub alertname: Option<String>,
     pub reply: Option<ReplyTarget>,
+    /// The alert's query (PromQL) when the source carries it: its metric names say what
+    /// was measured even when the text does not.
+    #[serde(default)]
+    pub query: Option<String>,
 }
 
 #[cfg(test)]

@@ -2,19 +2,19 @@
 //! line per input line, in order; a line that cannot be read gets `{"error": ...}` so the
 //! output stays aligned with the input.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use runlink::app::build_matcher;
+use runlink::ingest::manual::ManualTicket;
 use runlink::matcher::{Matcher, MatcherSettings};
 use runlink::signature::{AlarmSignature, Normalizer};
-use runlink::ticket::{DeliveryId, SourceKind, Ticket, TicketId};
+use runlink::ticket::Ticket;
 
 #[derive(Debug, Args)]
 pub struct MatchArgs {
@@ -30,37 +30,6 @@ pub struct MatchArgs {
     /// Config file for matcher settings (confidence threshold, normalization rules).
     #[arg(long)]
     config: Option<PathBuf>,
-}
-
-/// One ticket as the contract describes it; every field is optional.
-#[derive(Debug, Default, Deserialize)]
-pub struct TicketInput {
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub body: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    pub alertname: Option<String>,
-}
-
-impl TicketInput {
-    pub fn into_ticket(self, n: usize) -> Ticket {
-        Ticket {
-            id: TicketId::parse(format!("manual:{n}")).expect("non-empty id"),
-            source: SourceKind::Manual,
-            delivery: DeliveryId::parse(format!("manual:{n}")).expect("non-empty id"),
-            title: self.title,
-            body: self.body,
-            labels: self.labels,
-            annotations: self.annotations,
-            alertname: self.alertname,
-            reply: None,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -131,7 +100,7 @@ pub fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
-        let value = match serde_json::from_str::<TicketInput>(&line) {
+        let value = match serde_json::from_str::<ManualTicket>(&line) {
             Ok(input) => {
                 let ticket = input.into_ticket(n + 1);
                 let matches = match_one(&matcher, &normalizer, &ticket, args.top.max(1))?;

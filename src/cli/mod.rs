@@ -1,6 +1,7 @@
 //! Command-line glue (the one place `anyhow` is used): parse arguments, call the library,
 //! print results.
 
+mod eval;
 mod match_cmd;
 
 use std::path::PathBuf;
@@ -37,12 +38,25 @@ enum Command {
     ///
     /// Example: echo '{"title":"[FIRING:1] KubePodCrashLooping"}' | runlink match --runbooks index/runbooks
     Match(match_cmd::MatchArgs),
+    /// Match-quality figures (top-1, top-3, MRR, confidence) over labelled alerts.
+    ///
+    /// Example: runlink eval --runbooks runbooks/ --cases alerts.jsonl --drop-alertname
+    Eval(eval::EvalArgs),
+    /// Exit 0 when the server answers 2xx on its health URL (for container health checks).
+    ///
+    /// Example: runlink health --url http://127.0.0.1:8080/readyz
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Match(args) => match_cmd::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Health { url } => health(&url),
     }
 }
 
@@ -58,5 +72,18 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .context("cannot start the server")?;
         app.run_until_stopped().await.context("server failed")?;
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn health(url: &str) -> anyhow::Result<ExitCode> {
+    let client = runlink::deliver::http_client(std::time::Duration::from_secs(3))?;
+    actix_web::rt::System::new().block_on(async move {
+        let response = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+        if response.status().is_success() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("runlink: {url} answered {}", response.status());
+            Ok(ExitCode::FAILURE)
+        }
     })
 }

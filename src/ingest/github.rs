@@ -128,6 +128,7 @@ pub async fn webhook(
             repo,
             number: event.issue.number,
         }),
+        query: None,
     };
     let ticket_id = ticket.id.to_string();
     let outcome = state

@@ -4,6 +4,7 @@
 //! ticket is durable, 4xx for "do not retry", 503 + `Retry-After` for "try again later".
 
 pub mod github;
+pub mod manual;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};

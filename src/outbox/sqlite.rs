@@ -399,6 +399,7 @@ mod tests {
                 annotations: BTreeMap::new(),
                 alertname: None,
                 reply: None,
+                query: None,
             },
             signature_key: "sig".into(),
             events: vec![],

@@ -1,0 +1,97 @@
+//! The read-only HTTP surface next to the webhooks: health, readiness, and `POST /v1/match`,
+//! which shows what runlink would post for a ticket without storing or posting anything
+//! (for newcomers trying it with curl, and for runbook authors checking a change).
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::ingest::manual::ManualTicket;
+use crate::ingest::{IngestError, parse_json, read_body};
+use crate::pipeline::delivery_key;
+use crate::runbooks::Step;
+use crate::signature::AlarmSignature;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+#[derive(Serialize)]
+struct Ready {
+    runbooks: usize,
+    outbox: crate::outbox::OutboxCounts,
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.pipeline.store.counts().await {
+        Ok(outbox) => HttpResponse::Ok().json(Ready {
+            runbooks: state.pipeline.matcher.index().len(),
+            outbox,
+        }),
+        Err(error) => {
+            tracing::error!(%error, "store not readable");
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .body("store unavailable")
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Preview<'a> {
+    signature: &'a AlarmSignature,
+    confident: bool,
+    matches: Vec<PreviewMatch<'a>>,
+    comment: String,
+}
+
+#[derive(Serialize)]
+struct PreviewMatch<'a> {
+    runbook: &'a str,
+    title: &'a str,
+    url: String,
+    score: f32,
+    confidence: f32,
+    confident: bool,
+    why: String,
+    first_steps: &'a [Step],
+}
+
+pub async fn preview_match(
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let ticket = parse_json::<ManualTicket>(&body)?.into_ticket(0);
+    let pipeline = &state.pipeline;
+    let signature = AlarmSignature::of(&ticket, &pipeline.normalizer);
+    let decision = pipeline
+        .decide(signature.clone())
+        .await
+        .map_err(IngestError::Unavailable)?;
+    let key = delivery_key(&ticket, &signature);
+    let comment = pipeline
+        .renderer
+        .render("github.md.j2", &ticket, &signature, &decision, &key)
+        .map_err(|e| IngestError::Unavailable(e.into()))?;
+    let matches = decision
+        .candidates
+        .iter()
+        .map(|c| PreviewMatch {
+            runbook: c.runbook.id.as_str(),
+            title: &c.runbook.title,
+            url: c.runbook.url.to_string(),
+            score: c.score,
+            confidence: c.confidence,
+            confident: c.confident,
+            why: c.reason.describe(),
+            first_steps: &c.runbook.first_steps,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Preview {
+        signature: &signature,
+        confident: decision.is_confident(),
+        matches,
+        comment,
+    }))
+}
