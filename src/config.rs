@@ -147,7 +147,7 @@ url = "sqlite://data/runlink.db"
 
 [matcher]
 top_k = 3
-min_confidence = 0.5
+min_confidence = 0.54
 no_match_text = "runlink found no runbook it is confident about for this alarm."
 
 [outbox]

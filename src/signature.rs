@@ -32,6 +32,14 @@ pub struct RuleError {
 /// Built-in rules, applied in order: the most specific shapes first, so that an IP is not
 /// eaten digit by digit by the number rule.
 pub const DEFAULT_RULES: &[(&str, &str, &str)] = &[
+    // Alert templates that print `$labels` / `$value` (Go's map formatting) repeat the
+    // labels as text; they say nothing about the condition and read like words.
+    (
+        "label_dump",
+        r"(?i)\b(?:labels\s*[=:]\s*)?map\[[^\]]*\]",
+        "<labels>",
+    ),
+    ("value_dump", r"(?i)\bvalue\s*[=:]\s*\S+", "<value>"),
     (
         "timestamp",
         r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b",
@@ -49,6 +57,11 @@ pub const DEFAULT_RULES: &[(&str, &str, &str)] = &[
         "<ip>",
     ),
     ("url", r"\bhttps?://\S+", "<url>"),
+    (
+        "path",
+        r"(?:^|\s|=|\()(?:/[A-Za-z0-9._-]+){1,}/?",
+        " <path>",
+    ),
     (
         "fqdn",
         r"(?i)\b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.(?:com|net|org|io|internal|local|lan|cluster|svc|corp|cloud|dev)(?::\d{1,5})?\b",
@@ -211,6 +224,125 @@ fn first_value(map: &BTreeMap<String, String>, keys: &[&str]) -> Option<String> 
         .map(str::to_string)
 }
 
+static PROMQL_LABELS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{[^}]*\}").unwrap());
+static PROMQL_STRINGS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""[^"]*"|'[^']*'|`[^`]*`"#).unwrap());
+static PROMQL_IDENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z_:][A-Za-z0-9_:]*").unwrap());
+
+/// PromQL functions, aggregations and keywords: identifiers that are not metrics.
+const PROMQL_WORDS: &[&str] = &[
+    "abs",
+    "absent",
+    "absent_over_time",
+    "and",
+    "avg",
+    "avg_over_time",
+    "bool",
+    "bottomk",
+    "by",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "count",
+    "count_over_time",
+    "count_values",
+    "day_of_month",
+    "day_of_week",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "group",
+    "group_left",
+    "group_right",
+    "histogram_quantile",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "ignoring",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "max",
+    "max_over_time",
+    "min",
+    "min_over_time",
+    "minute",
+    "month",
+    "offset",
+    "on",
+    "or",
+    "predict_linear",
+    "quantile",
+    "quantile_over_time",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "stddev",
+    "stddev_over_time",
+    "stdvar",
+    "sum",
+    "sum_over_time",
+    "time",
+    "timestamp",
+    "topk",
+    "unless",
+    "vector",
+    "without",
+    "year",
+    "inf",
+    "nan",
+];
+
+/// The metric names a PromQL expression reads, in order, without duplicates. Label matchers,
+/// strings, durations and functions are dropped.
+pub fn metric_names(query: &str) -> Vec<String> {
+    let without_labels = PROMQL_LABELS.replace_all(query, " ");
+    let without_strings = PROMQL_STRINGS.replace_all(&without_labels, " ");
+    let mut out: Vec<String> = Vec::new();
+    for m in PROMQL_IDENT.find_iter(&without_strings) {
+        let word = m.as_str();
+        let after = without_strings[m.end()..].trim_start();
+        let is_call = after.starts_with('(');
+        // A duration like `5m` or a label list after `by (` is not a metric either.
+        let before = without_strings[..m.start()].trim_end();
+        let in_grouping = before.ends_with('(')
+            && [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ]
+            .iter()
+            .any(|k| before[..before.len() - 1].trim_end().ends_with(k));
+        if is_call
+            || in_grouping
+            || PROMQL_WORDS.contains(&word.to_ascii_lowercase().as_str())
+            || !word.contains(['_', ':'])
+        {
+            continue;
+        }
+        if !out.iter().any(|o| o == word) {
+            out.push(word.to_string());
+        }
+    }
+    out
+}
+
 /// What a ticket is about, stripped of what varies between two firings of the same alarm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmSignature {
@@ -222,6 +354,9 @@ pub struct AlarmSignature {
     pub title: String,
     /// Title, summary, description and body, normalized: what the search reads.
     pub text: String,
+    /// Metric names from the alert's query, split into words (`node filesystem avail bytes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
 }
 
 impl AlarmSignature {
@@ -252,6 +387,11 @@ impl AlarmSignature {
             instance: all(INSTANCE_KEYS),
             title: normalizer.normalize(&ticket.title),
             text: normalizer.normalize(&text),
+            metrics: ticket
+                .query
+                .as_deref()
+                .map(metric_names)
+                .unwrap_or_default(),
         }
     }
 
@@ -284,6 +424,16 @@ impl AlarmSignature {
         out.push_str(&strip_class_tokens(&self.text));
         out
     }
+
+    /// The words of the metric names, for a weaker second query: metrics say what was
+    /// measured, but their words (`bytes`, `total`, `status`) are shared by many runbooks.
+    pub fn metric_text(&self) -> String {
+        self.metrics
+            .iter()
+            .map(|m| m.replace(['_', ':'], " "))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 impl fmt::Display for AlarmSignature {
@@ -297,6 +447,22 @@ impl fmt::Display for AlarmSignature {
         }
         f.write_str(&self.title)
     }
+}
+
+static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[A-Za-z][A-Za-z0-9]*").unwrap());
+
+/// Splits every CamelCase word of a text (`PersistentVolume is filling` ->
+/// `Persistent Volume is filling`), so prose and identifiers meet on the same words.
+pub fn split_words(text: &str) -> String {
+    WORD.replace_all(text, |caps: &regex::Captures<'_>| {
+        let word = &caps[0];
+        if word.chars().skip(1).any(char::is_uppercase) {
+            split_identifier(word)
+        } else {
+            word.to_string()
+        }
+    })
+    .into_owned()
 }
 
 /// `NodeFilesystemSpaceFillingUp` -> `Node Filesystem Space Filling Up`; also splits on `_`,
@@ -331,6 +497,25 @@ mod tests {
     }
 
     #[test]
+    fn label_dump_rule_replaces_go_maps_of_labels() {
+        assert_eq!(
+            rule(
+                "label_dump",
+                "failed\n  LABELS = map[instance:a:9090 job:x]"
+            ),
+            "failed\n  <labels>"
+        );
+    }
+
+    #[test]
+    fn value_dump_rule_replaces_printed_values() {
+        assert_eq!(
+            rule("value_dump", "down\n  VALUE = 0.93"),
+            "down\n  <value>"
+        );
+    }
+
+    #[test]
     fn timestamp_rule_replaces_iso_times() {
         assert_eq!(
             rule("timestamp", "since 2026-11-23T19:40:30.109Z ok"),
@@ -358,6 +543,14 @@ mod tests {
         assert_eq!(
             rule("ipv6", "std::vector at 12:30:45"),
             "std::vector at 12:30:45"
+        );
+    }
+
+    #[test]
+    fn path_rule_replaces_file_paths() {
+        assert_eq!(
+            rule("path", "space left on /dev/xvda1, at /var/log"),
+            "space left on <path>, at <path>"
         );
     }
 
@@ -436,6 +629,27 @@ mod tests {
         .unwrap();
         assert_eq!(n.normalize("see OPS-1234"), "see <ticket>");
         assert_eq!(n.rule_names().next(), Some("jira_key"));
+    }
+
+    #[test]
+    fn camel_case_words_in_prose_are_split() {
+        assert_eq!(
+            split_words("PersistentVolume is filling, etcdNoLeader (x.y)"),
+            "Persistent Volume is filling, etcd No Leader (x.y)"
+        );
+    }
+
+    #[test]
+    fn metric_names_come_from_promql_without_functions_or_labels() {
+        let q = r#"(kube_hpa_status_desired_replicas{job="ksm"} >= kube_hpa_spec_max_replicas) and sum by (namespace, pod) (rate(container_cpu_usage_seconds_total[5m])) > 0"#;
+        assert_eq!(
+            metric_names(q),
+            vec![
+                "kube_hpa_status_desired_replicas",
+                "kube_hpa_spec_max_replicas",
+                "container_cpu_usage_seconds_total"
+            ]
+        );
     }
 
     #[test]

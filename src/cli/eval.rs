@@ -38,6 +38,11 @@ pub struct EvalArgs {
     /// Config file for matcher settings.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Append the text-ranking features of each case's winner as CSV (set, outcome, score,
+    /// runner-up score, name coverage, coverage, title coverage, BM25): the data the
+    /// confidence weights are fitted on.
+    #[arg(long)]
+    dump_features: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +139,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| args.cases.display().to_string()),
         ..Report::default()
     };
+    let mut features = match &args.dump_features {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        ),
+        None => None,
+    };
     let (mut hit1, mut hit3, mut rr, mut correct, mut correct_conf) = (0, 0, 0.0, 0, 0);
     let (mut wrong, mut wrong_conf, mut neg_conf) = (0, 0, 0);
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -153,6 +168,31 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             .map(|c| c.runbook.id.as_str())
             .collect();
         let top_confident = decision.is_confident();
+        if let Some(f) = features.as_mut() {
+            use std::io::Write;
+            let hits = matcher.rank_text(&signature, 3)?;
+            let top = hits.first();
+            let second = hits.get(1).map(|h| h.score).unwrap_or(0.0);
+            let label = match (&expected, top) {
+                (None, _) => "neg",
+                (Some(e), Some(h)) if matcher.index().runbooks()[h.ord].id.as_str() == e => "ok",
+                _ => "wrong",
+            };
+            if let Some(h) = top {
+                writeln!(
+                    f,
+                    "{},{},{},{},{},{},{},{}",
+                    report.name,
+                    label,
+                    h.score,
+                    second,
+                    h.name_coverage,
+                    h.coverage,
+                    h.title_coverage,
+                    h.bm25
+                )?;
+            }
+        }
         report.cases += 1;
         let failure = |got: Option<&str>| Failure {
             line: n + 1,

@@ -78,7 +78,11 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 fn health(url: &str) -> anyhow::Result<ExitCode> {
     let client = runlink::deliver::http_client(std::time::Duration::from_secs(3))?;
     actix_web::rt::System::new().block_on(async move {
-        let response = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+        let response = client
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
         if response.status().is_success() {
             Ok(ExitCode::SUCCESS)
         } else {

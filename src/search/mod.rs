@@ -3,6 +3,7 @@
 //! whole, so a reader always sees one consistent version.
 
 pub mod schema;
+pub mod synonyms;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub struct RunbookIndex {
     runbooks: Vec<Arc<Runbook>>,
     /// Analyzed tokens of each runbook, all fields together, for coverage checks.
     doc_terms: Vec<HashSet<String>>,
+    /// Analyzed terms of each alarm name (and the title) of each runbook: siblings differ
+    /// exactly there ("space" vs "files", "filling up" vs "almost out of").
+    name_terms: Vec<Vec<Vec<String>>>,
     doc_freq: HashMap<String, u32>,
 }
 
@@ -52,15 +56,23 @@ impl std::fmt::Debug for RunbookIndex {
 
 impl RunbookIndex {
     pub fn build(runbooks: Vec<Runbook>) -> Result<Self, SearchError> {
+        Self::build_with(runbooks, &schema::default_synonyms())
+    }
+
+    pub fn build_with(
+        runbooks: Vec<Runbook>,
+        synonyms: &[Vec<String>],
+    ) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
         let index = Index::create_in_ram(schema);
-        let mut analyzer = schema::analyzer();
+        let mut analyzer = schema::analyzer(synonyms);
         index
             .tokenizers()
             .register(schema::ANALYZER, analyzer.clone());
         // One thread: the corpus is small, and a second indexing thread only costs memory.
         let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 15_000_000)?;
         let mut doc_terms = Vec::with_capacity(runbooks.len());
+        let mut name_terms = Vec::with_capacity(runbooks.len());
         let mut doc_freq: HashMap<String, u32> = HashMap::new();
         for (ord, runbook) in runbooks.iter().enumerate() {
             let names: Vec<String> = runbook.alarms.iter().map(|a| split_identifier(a)).collect();
@@ -70,10 +82,10 @@ impl RunbookIndex {
             doc.add_text(fields.id, runbook.id.as_str());
             doc.add_u64(fields.ord, ord as u64);
             doc.add_text(fields.name, &names);
-            doc.add_text(fields.title, &runbook.title);
-            doc.add_text(fields.meaning, &runbook.meaning);
-            doc.add_text(fields.headings, &headings);
-            doc.add_text(fields.body, &runbook.body);
+            doc.add_text(fields.title, schema::prepare(&runbook.title));
+            doc.add_text(fields.meaning, schema::prepare(&runbook.meaning));
+            doc.add_text(fields.headings, schema::prepare(&headings));
+            doc.add_text(fields.body, schema::prepare(&runbook.body));
             writer.add_document(doc)?;
 
             let mut terms = HashSet::new();
@@ -90,6 +102,14 @@ impl RunbookIndex {
                 *doc_freq.entry(term.clone()).or_default() += 1;
             }
             doc_terms.push(terms);
+            let mut names: Vec<Vec<String>> = runbook
+                .alarms
+                .iter()
+                .map(|a| dedup(schema::tokens(&mut analyzer, &split_identifier(a))))
+                .collect();
+            names.push(dedup(schema::tokens(&mut analyzer, &runbook.title)));
+            names.retain(|n| !n.is_empty());
+            name_terms.push(names);
         }
         writer.commit()?;
         let reader = index.reader()?;
@@ -100,6 +120,7 @@ impl RunbookIndex {
             analyzer,
             runbooks: runbooks.into_iter().map(Arc::new).collect(),
             doc_terms,
+            name_terms,
             doc_freq,
         })
     }
@@ -133,19 +154,26 @@ impl RunbookIndex {
         ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
     }
 
+    /// The analyzed name variants (alarm names, title) of a runbook.
+    pub fn name_terms(&self, ord: usize) -> &[Vec<String>] {
+        self.name_terms.get(ord).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     pub fn contains(&self, ord: usize, term: &str) -> bool {
         self.doc_terms.get(ord).is_some_and(|t| t.contains(term))
     }
 
     /// BM25 over the weighted fields: every term may match in any field, each field with its
     /// boost. Blocking: call it off the async executor.
-    pub fn search(&self, terms: &[String], limit: usize) -> Result<Vec<Hit>, SearchError> {
+    /// `terms` carry their own weight (1.0 for the ticket's words, less for weaker evidence).
+    pub fn search(&self, terms: &[(String, f32)], limit: usize) -> Result<Vec<Hit>, SearchError> {
         if terms.is_empty() || self.runbooks.is_empty() {
             return Ok(Vec::new());
         }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for term in terms {
-            for (field, boost) in self.fields.weighted() {
+        for (term, weight) in terms {
+            for (field, field_boost) in self.fields.weighted() {
+                let boost = field_boost * weight;
                 let query = TermQuery::new(
                     Term::from_field_text(field, term),
                     IndexRecordOption::WithFreqs,
@@ -177,6 +205,14 @@ impl RunbookIndex {
     }
 }
 
+fn dedup(terms: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    terms
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +241,11 @@ mod tests {
             ),
         ])
         .unwrap();
-        let terms = index.query_terms("certificate expiring on web");
+        let terms: Vec<(String, f32)> = index
+            .query_terms("certificate expiring on web")
+            .into_iter()
+            .map(|t| (t, 1.0))
+            .collect();
         let hits = index.search(&terms, 5).unwrap();
         assert_eq!(
             index.runbooks()[hits[0].ord].id.as_str(),

@@ -1,12 +1,16 @@
 //! The one place the tantivy schema is defined, with its field handles and the analyzer every
 //! text field uses (so query terms are analyzed exactly like indexed ones).
 
+use std::collections::HashMap;
+
 use tantivy::schema::{
     Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
+
+use super::synonyms::SynonymFilter;
 
 pub const ANALYZER: &str = "runlink";
 
@@ -29,7 +33,7 @@ impl Fields {
         [
             (self.name, 4.0),
             (self.title, 2.5),
-            (self.meaning, 1.5),
+            (self.meaning, 2.5),
             (self.headings, 1.0),
             (self.body, 0.6),
         ]
@@ -55,14 +59,22 @@ pub fn build() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
-/// Lucene's English list minus "no" and "not": "not ready" and "no leader" are conditions.
+/// Lucene's English list plus common function words that carry nothing in an alert, minus
+/// "no", "not", "down", "up" and "out": "not ready", "no leader", "filling up", "out of space"
+/// are conditions.
 const STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
-    "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this",
-    "to", "was", "will", "with",
+    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "been",
+    "before", "being", "between", "both", "but", "by", "can", "could", "did", "do", "does", "each",
+    "for", "from", "had", "has", "have", "having", "he", "her", "here", "his", "how", "i", "if",
+    "in", "into", "is", "it", "its", "itself", "may", "might", "more", "most", "must", "of", "on",
+    "one", "only", "or", "other", "our", "over", "own", "same", "she", "should", "so", "some",
+    "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this",
+    "those", "through", "to", "too", "under", "until", "very", "was", "we", "were", "what", "when",
+    "where", "which", "while", "who", "why", "will", "with", "within", "would", "you", "your",
 ];
 
-pub fn analyzer() -> TextAnalyzer {
+/// The analyzer without synonym folding; used to stem the synonym table itself.
+fn base_analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
@@ -73,12 +85,61 @@ pub fn analyzer() -> TextAnalyzer {
         .build()
 }
 
-/// The analyzed tokens of `text`, in order, duplicates kept.
-pub fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+/// Stems every word of every group and maps it to its group's first stem.
+pub fn synonym_map(groups: &[Vec<String>]) -> HashMap<String, String> {
+    let mut base = base_analyzer();
+    let mut map = HashMap::new();
+    for group in groups {
+        let stems: Vec<String> = group
+            .iter()
+            .filter_map(|w| tokens_raw(&mut base, w).into_iter().next())
+            .collect();
+        if let Some((canonical, rest)) = stems.split_first() {
+            for stem in rest {
+                if stem != canonical {
+                    map.insert(stem.clone(), canonical.clone());
+                }
+            }
+        }
+    }
+    map
+}
+
+pub fn default_synonyms() -> Vec<Vec<String>> {
+    super::synonyms::DEFAULT_GROUPS
+        .iter()
+        .map(|g| g.iter().map(|w| w.to_string()).collect())
+        .collect()
+}
+
+pub fn analyzer(synonyms: &[Vec<String>]) -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::remove(
+            STOP_WORDS.iter().map(|w| w.to_string()),
+        ))
+        .filter(Stemmer::new(Language::English))
+        .filter(SynonymFilter::new(synonym_map(synonyms)))
+        .build()
+}
+
+fn tokens_raw(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut stream = analyzer.token_stream(text);
     while stream.advance() {
         out.push(stream.token().text.clone());
     }
     out
+}
+
+/// The analyzed tokens of `text`, in order, duplicates kept. Applies the same preparation
+/// as indexing (see `prepare`).
+pub fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    tokens_raw(analyzer, &prepare(text))
+}
+
+/// Text preparation shared by indexing and querying: CamelCase identifiers become words.
+pub fn prepare(text: &str) -> String {
+    crate::signature::split_words(text)
 }
