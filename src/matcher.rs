@@ -437,4 +437,71 @@ mod tests {
             .unwrap();
         assert!(!d.is_confident());
     }
+
+    /// Sibling runbooks that plain BM25 confuses: the same words, a different condition.
+    const SIBLINGS: &[(&str, &str)] = &[
+        ("node/NodeFilesystemSpaceFillingUp.md", "# NodeFilesystemSpaceFillingUp\n\n## Meaning\n\nThe free disk space of a filesystem is predicted to run out within hours, extrapolated from its recent usage trend.\n\n## Diagnosis\n\nCheck which directories grow with du.\n"),
+        ("node/NodeFilesystemAlmostOutOfSpace.md", "# NodeFilesystemAlmostOutOfSpace\n\n## Meaning\n\nA filesystem has less than a few percent of its space left.\n\n## Diagnosis\n\nFree space now: remove old logs and images.\n"),
+        ("node/NodeFilesystemFilesFillingUp.md", "# NodeFilesystemFilesFillingUp\n\n## Meaning\n\nThe free inodes of a filesystem are predicted to run out within hours.\n\n## Diagnosis\n\nFind directories with many small files.\n"),
+        ("node/NodeFilesystemAlmostOutOfFiles.md", "# NodeFilesystemAlmostOutOfFiles\n\n## Meaning\n\nA filesystem has less than a few percent of its inodes left; new files cannot be created.\n\n## Diagnosis\n\nDelete stale small files.\n"),
+        ("kubernetes/KubeAPIDown.md", "# KubeAPIDown\n\n## Meaning\n\nThe Kubernetes API server target disappeared from Prometheus target discovery.\n"),
+        ("kubernetes/KubeSchedulerDown.md", "# KubeSchedulerDown\n\n## Meaning\n\nThe Kubernetes scheduler target disappeared from Prometheus target discovery; new pods are not scheduled.\n"),
+        ("kubernetes/KubeControllerManagerDown.md", "# KubeControllerManagerDown\n\n## Meaning\n\nThe Kubernetes controller manager target disappeared from Prometheus target discovery.\n"),
+        ("kubernetes/KubeDeploymentReplicasMismatch.md", "# KubeDeploymentReplicasMismatch\n\n## Meaning\n\nA deployment has not matched the expected number of replicas for a while.\n"),
+        ("kubernetes/KubeStatefulSetReplicasMismatch.md", "# KubeStatefulSetReplicasMismatch\n\n## Meaning\n\nA StatefulSet has not matched the expected number of replicas for a while.\n"),
+        ("kubernetes/KubeHpaReplicasMismatch.md", "# KubeHpaReplicasMismatch\n\n## Meaning\n\nA horizontal pod autoscaler has not matched the desired number of replicas.\n"),
+    ];
+
+    fn best(m: &Matcher, title: &str) -> String {
+        let d = m.decide(&signature(title, None), 3).unwrap();
+        d.candidates[0].runbook.id.to_string()
+    }
+
+    #[test]
+    fn inodes_are_not_space() {
+        let m = matcher(SIBLINGS);
+        let got = best(&m, "Inodes exhausted on build agent");
+        assert!(got.contains("Files"), "{got}");
+        let got = best(&m, "Filesystem on db-3 has less than 4% space left");
+        assert_eq!(got, "node/NodeFilesystemAlmostOutOfSpace.md");
+    }
+
+    #[test]
+    fn filling_up_is_not_almost_out() {
+        let m = matcher(SIBLINGS);
+        assert_eq!(
+            best(&m, "Disk on logs-1 will fill up within 4 hours"),
+            "node/NodeFilesystemSpaceFillingUp.md"
+        );
+        assert_eq!(
+            best(&m, "Filesystem on web-2 has less than 3% inodes left"),
+            "node/NodeFilesystemAlmostOutOfFiles.md"
+        );
+    }
+
+    #[test]
+    fn down_family_is_told_apart_by_the_component() {
+        let m = matcher(SIBLINGS);
+        assert_eq!(
+            best(&m, "Kube scheduler has disappeared from target discovery"),
+            "kubernetes/KubeSchedulerDown.md"
+        );
+        assert_eq!(
+            best(&m, "KubeControllerManager has disappeared from Prometheus target discovery"),
+            "kubernetes/KubeControllerManagerDown.md"
+        );
+    }
+
+    #[test]
+    fn replicas_mismatch_family_is_told_apart_by_the_workload() {
+        let m = matcher(SIBLINGS);
+        assert_eq!(
+            best(&m, "StatefulSet shop/web has not matched the expected number of replicas"),
+            "kubernetes/KubeStatefulSetReplicasMismatch.md"
+        );
+        assert_eq!(
+            best(&m, "HPA shop/api has not matched the desired number of replicas"),
+            "kubernetes/KubeHpaReplicasMismatch.md"
+        );
+    }
 }
