@@ -73,6 +73,11 @@ pub struct MatcherSettings {
 pub struct Matcher {
     index: Arc<RunbookIndex>,
     by_alarm: HashMap<String, Vec<usize>>,
+    /// Every `match` rule of the corpus in one automaton: one pass over the ticket finds all
+    /// rules that fire, however many runbooks there are.
+    rules: regex::RegexSet,
+    /// For each rule of the set: the runbook and the rule as written.
+    rule_owners: Vec<(usize, String)>,
     settings: MatcherSettings,
 }
 
@@ -114,9 +119,25 @@ impl Matcher {
                 }
             }
         }
+        let mut patterns = Vec::new();
+        let mut rule_owners = Vec::new();
+        for (ord, runbook) in index.runbooks().iter().enumerate() {
+            for rule in &runbook.match_rules {
+                patterns.push(rule.regex.as_str().to_string());
+                rule_owners.push((ord, rule.pattern.clone()));
+            }
+        }
+        // Each pattern already compiled on its own when the runbook loaded; the set can only
+        // fail on size limits, and then rules are matched one by one instead.
+        let rules = regex::RegexSet::new(&patterns).unwrap_or_else(|error| {
+            tracing::warn!(%error, "match rules too large for one set");
+            regex::RegexSet::empty()
+        });
         Matcher {
             index,
             by_alarm,
+            rules,
+            rule_owners,
             settings,
         }
     }
@@ -160,21 +181,27 @@ impl Matcher {
             signature.alertname.as_deref().unwrap_or(""),
             signature.text
         );
-        for (ord, runbook) in runbooks.iter().enumerate() {
-            if let Some(rule) = runbook
-                .match_rules
+        let fired: Vec<usize> = if self.rules.len() == self.rule_owners.len() {
+            self.rules.matches(&rule_subject).into_iter().collect()
+        } else {
+            runbooks
                 .iter()
-                .find(|r| r.regex.is_match(&rule_subject))
-            {
-                ranked.push(
-                    ord,
-                    RULE_SCORE,
-                    1.0,
-                    MatchReason::Rule {
-                        pattern: rule.pattern.clone(),
-                    },
-                );
-            }
+                .flat_map(|r| &r.match_rules)
+                .enumerate()
+                .filter(|(_, rule)| rule.regex.is_match(&rule_subject))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        for i in fired {
+            let (ord, pattern) = &self.rule_owners[i];
+            ranked.push(
+                *ord,
+                RULE_SCORE,
+                1.0,
+                MatchReason::Rule {
+                    pattern: pattern.clone(),
+                },
+            );
         }
 
         if ranked.candidates.len() < top_k {
@@ -440,16 +467,46 @@ mod tests {
 
     /// Sibling runbooks that plain BM25 confuses: the same words, a different condition.
     const SIBLINGS: &[(&str, &str)] = &[
-        ("node/NodeFilesystemSpaceFillingUp.md", "# NodeFilesystemSpaceFillingUp\n\n## Meaning\n\nThe free disk space of a filesystem is predicted to run out within hours, extrapolated from its recent usage trend.\n\n## Diagnosis\n\nCheck which directories grow with du.\n"),
-        ("node/NodeFilesystemAlmostOutOfSpace.md", "# NodeFilesystemAlmostOutOfSpace\n\n## Meaning\n\nA filesystem has less than a few percent of its space left.\n\n## Diagnosis\n\nFree space now: remove old logs and images.\n"),
-        ("node/NodeFilesystemFilesFillingUp.md", "# NodeFilesystemFilesFillingUp\n\n## Meaning\n\nThe free inodes of a filesystem are predicted to run out within hours.\n\n## Diagnosis\n\nFind directories with many small files.\n"),
-        ("node/NodeFilesystemAlmostOutOfFiles.md", "# NodeFilesystemAlmostOutOfFiles\n\n## Meaning\n\nA filesystem has less than a few percent of its inodes left; new files cannot be created.\n\n## Diagnosis\n\nDelete stale small files.\n"),
-        ("kubernetes/KubeAPIDown.md", "# KubeAPIDown\n\n## Meaning\n\nThe Kubernetes API server target disappeared from Prometheus target discovery.\n"),
-        ("kubernetes/KubeSchedulerDown.md", "# KubeSchedulerDown\n\n## Meaning\n\nThe Kubernetes scheduler target disappeared from Prometheus target discovery; new pods are not scheduled.\n"),
-        ("kubernetes/KubeControllerManagerDown.md", "# KubeControllerManagerDown\n\n## Meaning\n\nThe Kubernetes controller manager target disappeared from Prometheus target discovery.\n"),
-        ("kubernetes/KubeDeploymentReplicasMismatch.md", "# KubeDeploymentReplicasMismatch\n\n## Meaning\n\nA deployment has not matched the expected number of replicas for a while.\n"),
-        ("kubernetes/KubeStatefulSetReplicasMismatch.md", "# KubeStatefulSetReplicasMismatch\n\n## Meaning\n\nA StatefulSet has not matched the expected number of replicas for a while.\n"),
-        ("kubernetes/KubeHpaReplicasMismatch.md", "# KubeHpaReplicasMismatch\n\n## Meaning\n\nA horizontal pod autoscaler has not matched the desired number of replicas.\n"),
+        (
+            "node/NodeFilesystemSpaceFillingUp.md",
+            "# NodeFilesystemSpaceFillingUp\n\n## Meaning\n\nThe free disk space of a filesystem is predicted to run out within hours, extrapolated from its recent usage trend.\n\n## Diagnosis\n\nCheck which directories grow with du.\n",
+        ),
+        (
+            "node/NodeFilesystemAlmostOutOfSpace.md",
+            "# NodeFilesystemAlmostOutOfSpace\n\n## Meaning\n\nA filesystem has less than a few percent of its space left.\n\n## Diagnosis\n\nFree space now: remove old logs and images.\n",
+        ),
+        (
+            "node/NodeFilesystemFilesFillingUp.md",
+            "# NodeFilesystemFilesFillingUp\n\n## Meaning\n\nThe free inodes of a filesystem are predicted to run out within hours.\n\n## Diagnosis\n\nFind directories with many small files.\n",
+        ),
+        (
+            "node/NodeFilesystemAlmostOutOfFiles.md",
+            "# NodeFilesystemAlmostOutOfFiles\n\n## Meaning\n\nA filesystem has less than a few percent of its inodes left; new files cannot be created.\n\n## Diagnosis\n\nDelete stale small files.\n",
+        ),
+        (
+            "kubernetes/KubeAPIDown.md",
+            "# KubeAPIDown\n\n## Meaning\n\nThe Kubernetes API server target disappeared from Prometheus target discovery.\n",
+        ),
+        (
+            "kubernetes/KubeSchedulerDown.md",
+            "# KubeSchedulerDown\n\n## Meaning\n\nThe Kubernetes scheduler target disappeared from Prometheus target discovery; new pods are not scheduled.\n",
+        ),
+        (
+            "kubernetes/KubeControllerManagerDown.md",
+            "# KubeControllerManagerDown\n\n## Meaning\n\nThe Kubernetes controller manager target disappeared from Prometheus target discovery.\n",
+        ),
+        (
+            "kubernetes/KubeDeploymentReplicasMismatch.md",
+            "# KubeDeploymentReplicasMismatch\n\n## Meaning\n\nA deployment has not matched the expected number of replicas for a while.\n",
+        ),
+        (
+            "kubernetes/KubeStatefulSetReplicasMismatch.md",
+            "# KubeStatefulSetReplicasMismatch\n\n## Meaning\n\nA StatefulSet has not matched the expected number of replicas for a while.\n",
+        ),
+        (
+            "kubernetes/KubeHpaReplicasMismatch.md",
+            "# KubeHpaReplicasMismatch\n\n## Meaning\n\nA horizontal pod autoscaler has not matched the desired number of replicas.\n",
+        ),
     ];
 
     fn best(m: &Matcher, title: &str) -> String {
@@ -487,7 +544,10 @@ mod tests {
             "kubernetes/KubeSchedulerDown.md"
         );
         assert_eq!(
-            best(&m, "KubeControllerManager has disappeared from Prometheus target discovery"),
+            best(
+                &m,
+                "KubeControllerManager has disappeared from Prometheus target discovery"
+            ),
             "kubernetes/KubeControllerManagerDown.md"
         );
     }
@@ -496,11 +556,17 @@ mod tests {
     fn replicas_mismatch_family_is_told_apart_by_the_workload() {
         let m = matcher(SIBLINGS);
         assert_eq!(
-            best(&m, "StatefulSet shop/web has not matched the expected number of replicas"),
+            best(
+                &m,
+                "StatefulSet shop/web has not matched the expected number of replicas"
+            ),
             "kubernetes/KubeStatefulSetReplicasMismatch.md"
         );
         assert_eq!(
-            best(&m, "HPA shop/api has not matched the desired number of replicas"),
+            best(
+                &m,
+                "HPA shop/api has not matched the desired number of replicas"
+            ),
             "kubernetes/KubeHpaReplicasMismatch.md"
         );
     }

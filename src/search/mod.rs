@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
-use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Index, IndexReader, TantivyDocument, Term};
 
@@ -187,10 +187,21 @@ impl RunbookIndex {
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        // The corpus position is a fast field: reading it costs an array lookup, where
+        // loading stored documents would decompress a block per hit.
+        let mut columns = HashMap::new();
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            if let Some(ord) = doc.get_first(self.fields.ord).and_then(|v| v.as_u64()) {
+            let column = match columns.entry(address.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    searcher
+                        .segment_reader(address.segment_ord)
+                        .fast_fields()
+                        .u64("ord")?,
+                ),
+            };
+            if let Some(ord) = column.first(address.doc_id) {
                 hits.push(Hit {
                     ord: ord as usize,
                     score,

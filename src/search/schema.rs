@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use tantivy::schema::{
-    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
@@ -49,7 +49,7 @@ pub fn build() -> (Schema, Fields) {
     );
     let fields = Fields {
         id: builder.add_text_field("id", STRING | STORED),
-        ord: builder.add_u64_field("ord", INDEXED | STORED),
+        ord: builder.add_u64_field("ord", FAST),
         name: builder.add_text_field("name", text.clone()),
         title: builder.add_text_field("title", text.clone()),
         meaning: builder.add_text_field("meaning", text.clone()),
