@@ -20,14 +20,33 @@ pub async fn healthz() -> HttpResponse {
 struct Ready {
     runbooks: usize,
     outbox: crate::outbox::OutboxCounts,
+    shedding: bool,
 }
 
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
+}
+
+/// Ready: index loaded, store readable, and not shedding load (a load balancer should send
+/// new work to another replica while this one drains).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.pipeline.store.counts().await {
-        Ok(outbox) => HttpResponse::Ok().json(Ready {
-            runbooks: state.pipeline.matcher.index().len(),
-            outbox,
-        }),
+        Ok(outbox) => {
+            let ready = Ready {
+                runbooks: state.pipeline.matcher.index().len(),
+                outbox,
+                shedding: state.shedding(),
+            };
+            if ready.shedding || ready.runbooks == 0 {
+                HttpResponse::ServiceUnavailable()
+                    .insert_header(("Retry-After", "5"))
+                    .json(ready)
+            } else {
+                HttpResponse::Ok().json(ready)
+            }
+        }
         Err(error) => {
             tracing::error!(%error, "store not readable");
             HttpResponse::ServiceUnavailable()

@@ -20,9 +20,10 @@ use crate::deliver::github::GithubDestination;
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::{self, Destination, Destinations};
 use crate::matcher::{Matcher, MatcherSettings};
+use crate::metrics::Metrics;
 use crate::outbox::Store;
 use crate::outbox::sqlite::SqliteStore;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Coalescer, Pipeline};
 use crate::render::Renderer;
 use crate::runbooks::{Corpus, CorpusError};
 use crate::search::{RunbookIndex, SearchError};
@@ -53,6 +54,15 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub github_secret: Option<Secret>,
     pub max_body_bytes: usize,
+    pub metrics: Arc<Metrics>,
+    /// Above this many pending deliveries, new webhooks are shed with 503.
+    pub high_water: u64,
+}
+
+impl AppState {
+    pub fn shedding(&self) -> bool {
+        self.metrics.pending() >= self.high_water as i64
+    }
 }
 
 pub struct Application {
@@ -126,6 +136,8 @@ impl Application {
             );
         }
 
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_pending(store.counts().await?.pending as i64);
         let pipeline = Pipeline {
             matcher: Arc::new(matcher),
             renderer: Arc::new(renderer),
@@ -133,11 +145,16 @@ impl Application {
             store: store.clone(),
             destinations: destinations.keys().copied().collect(),
             top_k: config.matcher.top_k,
+            max_per_ticket: config.outbox.max_per_ticket,
+            metrics: metrics.clone(),
+            coalescer: Coalescer::new(config.matcher.coalesce),
         };
         let state = web::Data::new(AppState {
             pipeline,
             github_secret: config.github_source_secret.clone(),
             max_body_bytes: config.max_body_bytes,
+            metrics: metrics.clone(),
+            high_water: config.outbox.high_water,
         });
 
         let listener = TcpListener::bind(config.listen).map_err(|source| AppError::Bind {
@@ -157,6 +174,7 @@ impl Application {
                 .wrap(from_fn(request_span))
                 .route("/healthz", web::get().to(api::healthz))
                 .route("/readyz", web::get().to(api::readyz))
+                .route("/metrics", web::get().to(api::metrics))
                 .route("/v1/match", web::post().to(api::preview_match))
                 .route(
                     "/webhooks/github",
@@ -173,10 +191,11 @@ impl Application {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let worker = config.outbox.worker.then(|| {
-            tokio::spawn(deliver::run_worker(
+            tokio::spawn(deliver::run_workers(
                 store,
                 Arc::new(destinations),
                 config.outbox.clone(),
+                metrics,
                 shutdown_rx,
             ))
         });

@@ -90,6 +90,7 @@ pub struct RawMatcher {
     pub top_k: usize,
     pub min_confidence: f32,
     pub no_match_text: String,
+    pub coalesce_secs: u64,
     #[serde(default)]
     pub normalize: Vec<crate::signature::NormalizeRule>,
 }
@@ -104,6 +105,9 @@ pub struct RawOutbox {
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     pub request_timeout_ms: u64,
+    pub max_age_secs: u64,
+    pub high_water: u64,
+    pub max_per_ticket: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +131,70 @@ pub struct RawDestinations {
 pub struct RawGithubDestination {
     pub api_url: Option<String>,
     pub token: Option<Secret>,
+    #[serde(flatten)]
+    pub pacing: RawPacing,
+}
+
+/// Pacing of one destination (see `deliver::pacer`).
+#[derive(Debug, Deserialize)]
+pub struct RawPacing {
+    #[serde(default = "default_rate")]
+    pub rate_per_sec: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_secs: u64,
+}
+
+// GitHub allows about 80 content-creating requests a minute per token; stay under it.
+fn default_rate() -> f64 {
+    1.0
+}
+fn default_burst() -> u32 {
+    10
+}
+fn default_concurrency() -> usize {
+    2
+}
+fn default_breaker_failures() -> u32 {
+    8
+}
+fn default_breaker_cooldown() -> u64 {
+    30
+}
+
+impl Default for RawPacing {
+    fn default() -> Self {
+        RawPacing {
+            rate_per_sec: default_rate(),
+            burst: default_burst(),
+            concurrency: default_concurrency(),
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown_secs: default_breaker_cooldown(),
+        }
+    }
+}
+
+impl RawPacing {
+    fn check(self, key: &'static str) -> Result<crate::deliver::pacer::PacingConfig, ConfigError> {
+        if !(self.rate_per_sec > 0.0) {
+            return Err(ConfigError::invalid(
+                key,
+                "rate_per_sec must be greater than 0",
+            ));
+        }
+        Ok(crate::deliver::pacer::PacingConfig {
+            rate_per_sec: self.rate_per_sec,
+            burst: self.burst.max(1),
+            concurrency: self.concurrency.max(1),
+            breaker_failures: self.breaker_failures.max(1),
+            breaker_cooldown: Duration::from_secs(self.breaker_cooldown_secs),
+        })
+    }
 }
 
 /// The defaults are the "embedded" setup: bundled runbooks, SQLite under `data/`, loopback.
@@ -149,6 +217,7 @@ url = "sqlite://data/runlink.db"
 top_k = 3
 min_confidence = 0.54
 no_match_text = "runlink found no runbook it is confident about for this alarm."
+coalesce_secs = 60
 
 [outbox]
 worker = true
@@ -159,6 +228,9 @@ max_attempts = 12
 backoff_base_ms = 1000
 backoff_cap_ms = 300000
 request_timeout_ms = 10000
+max_age_secs = 86400
+high_water = 100000
+max_per_ticket = 3
 
 [destinations.github]
 api_url = "https://api.github.com"
@@ -235,6 +307,7 @@ pub struct MatcherConfig {
     pub top_k: usize,
     pub min_confidence: f32,
     pub no_match_text: String,
+    pub coalesce: Duration,
     pub normalize: crate::signature::Normalizer,
 }
 
@@ -248,12 +321,17 @@ pub struct OutboxConfig {
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     pub request_timeout: Duration,
+    pub max_age: Duration,
+    /// Above this many pending deliveries, webhooks get 503 + Retry-After.
+    pub high_water: u64,
+    pub max_per_ticket: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct GithubDestinationConfig {
     pub api_url: Url,
     pub token: Option<Secret>,
+    pub pacing: crate::deliver::pacer::PacingConfig,
 }
 
 fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
@@ -316,6 +394,11 @@ impl TryFrom<RawSettings> for Config {
             Some(api) if !api.is_empty() => Some(GithubDestinationConfig {
                 api_url: parse_base_url("destinations.github.api_url", api)?,
                 token: raw.destinations.github.token,
+                pacing: raw
+                    .destinations
+                    .github
+                    .pacing
+                    .check("destinations.github.rate_per_sec")?,
             }),
             _ => None,
         };
@@ -330,6 +413,7 @@ impl TryFrom<RawSettings> for Config {
                 top_k: raw.matcher.top_k,
                 min_confidence: raw.matcher.min_confidence,
                 no_match_text: raw.matcher.no_match_text,
+                coalesce: Duration::from_secs(raw.matcher.coalesce_secs),
                 normalize,
             },
             outbox: OutboxConfig {
@@ -341,6 +425,9 @@ impl TryFrom<RawSettings> for Config {
                 backoff_base: Duration::from_millis(raw.outbox.backoff_base_ms),
                 backoff_cap: Duration::from_millis(raw.outbox.backoff_cap_ms),
                 request_timeout: Duration::from_millis(raw.outbox.request_timeout_ms.max(1)),
+                max_age: Duration::from_secs(raw.outbox.max_age_secs.max(1)),
+                high_water: raw.outbox.high_water.max(1),
+                max_per_ticket: raw.outbox.max_per_ticket.max(1),
             },
             github_source_secret: raw.sources.github.secret.filter(|s| !s.expose().is_empty()),
             github,

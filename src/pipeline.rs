@@ -1,12 +1,15 @@
 //! The path one ticket takes once a source has parsed it: signature, match, render, and one
 //! durable write. Sources call `Pipeline::accept` and answer their sender from its outcome.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditEvent;
-use crate::matcher::{Decision, Matcher};
+use crate::matcher::{Decision, MatchReason, Matcher};
+use crate::metrics::Metrics;
 use crate::outbox::{AcceptOutcome, Accepted, NewDelivery, Store, StoreError};
 use crate::render::{RenderError, Renderer};
 use crate::search::SearchError;
@@ -34,6 +37,56 @@ pub struct Pipeline {
     /// Destinations that are configured; a reply to any other is recorded, not queued.
     pub destinations: Vec<&'static str>,
     pub top_k: usize,
+    pub max_per_ticket: u32,
+    pub metrics: Arc<Metrics>,
+    pub coalescer: Coalescer,
+}
+
+/// Decisions by match key for a short window: during a storm thousands of tickets carry the
+/// same alarm, and one search answers them all. The matcher's identity is part of the key
+/// (a reloaded corpus never serves an old decision).
+#[derive(Debug)]
+pub struct Coalescer {
+    window: Duration,
+    entries: Mutex<HashMap<String, (Instant, Decision)>>,
+}
+
+/// Bound on remembered decisions; past it the oldest window is simply forgotten.
+const COALESCE_MAX: usize = 10_000;
+
+impl Coalescer {
+    pub fn new(window: Duration) -> Self {
+        Coalescer {
+            window,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Decision> {
+        if self.window.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.window)
+            .map(|(_, d)| d.clone())
+    }
+
+    fn put(&self, key: String, decision: &Decision) {
+        if self.window.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= COALESCE_MAX {
+            let window = self.window;
+            entries.retain(|_, (at, _)| at.elapsed() < window);
+            if entries.len() >= COALESCE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now(), decision.clone()));
+    }
 }
 
 /// The key that makes one enrichment unique: the same ticket with the same alarm gets one
@@ -55,12 +108,18 @@ fn template_for(target: &ReplyTarget) -> &'static str {
 
 impl Pipeline {
     pub async fn decide(&self, signature: AlarmSignature) -> Result<Decision, PipelineError> {
+        let key = format!("{:p}|{}", Arc::as_ptr(&self.matcher), signature.match_key());
+        if let Some(decision) = self.coalescer.get(&key) {
+            self.metrics.coalesced.inc();
+            return Ok(decision);
+        }
         let matcher = self.matcher.clone();
         let top_k = self.top_k;
-        tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
+        let decision = tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
             .await
-            .map_err(|e| PipelineError::Join(e.to_string()))?
-            .map_err(PipelineError::from)
+            .map_err(|e| PipelineError::Join(e.to_string()))??;
+        self.coalescer.put(key, &decision);
+        Ok(decision)
     }
 
     #[tracing::instrument(skip_all, fields(ticket = %ticket.id, delivery = %ticket.delivery, signature))]
@@ -68,6 +127,20 @@ impl Pipeline {
         let signature = AlarmSignature::of(&ticket, &self.normalizer);
         tracing::Span::current().record("signature", tracing::field::display(&signature));
         let decision = self.decide(signature.clone()).await?;
+        let how = match decision.candidates.first() {
+            Some(c) if c.confident => match c.reason {
+                MatchReason::Alarm { .. } => "alarm",
+                MatchReason::Rule { .. } => "rule",
+                MatchReason::FullText { .. } => "text",
+            },
+            _ => "none",
+        };
+        self.metrics
+            .matches
+            .get_or_create(&crate::metrics::Outcome {
+                outcome: how.to_string(),
+            })
+            .inc();
         let key = delivery_key(&ticket, &signature);
         let mut events = vec![
             AuditEvent::Received {
@@ -106,6 +179,7 @@ impl Pipeline {
                 None
             }
         };
+        let queued = delivery.is_some();
         let outcome = self
             .store
             .accept(Accepted {
@@ -113,8 +187,12 @@ impl Pipeline {
                 ticket,
                 events,
                 delivery,
+                max_per_ticket: self.max_per_ticket,
             })
             .await?;
+        if outcome == AcceptOutcome::Stored && queued {
+            self.metrics.add_pending(1);
+        }
         tracing::info!(
             outcome = ?outcome,
             confident = decision.is_confident(),

@@ -407,6 +407,21 @@ impl AlarmSignature {
         )
     }
 
+    /// Everything a match decision depends on: two tickets with the same match key get the
+    /// same runbooks, so one search can answer both.
+    pub fn match_key(&self) -> String {
+        let mut hash = Sha256::new();
+        for part in [
+            self.alertname.as_deref().unwrap_or(""),
+            &self.text,
+            &self.metrics.join(" "),
+        ] {
+            hash.update(part.as_bytes());
+            hash.update([0u8]);
+        }
+        hex::encode(&hash.finalize()[..16])
+    }
+
     /// A short fixed-length digest of `key()`, safe to put in a marker or a URL.
     pub fn digest(&self) -> String {
         let hash = Sha256::digest(self.key().as_bytes());

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 
+use super::pacer::Pacer;
 use super::retry::{RetryPolicy, Verdict};
-use super::{Attempt, Destination};
+use super::{Attempt, Destination, attempt_from_error};
 use crate::config::{GithubDestinationConfig, Secret};
 use crate::outbox::OutboxItem;
 use crate::ticket::ReplyTarget;
@@ -13,12 +14,23 @@ struct Comment<'a> {
     body: &'a str,
 }
 
+#[derive(serde::Deserialize)]
+struct ExistingComment {
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// How many pages of comments the marker check reads (100 per page); enough for any ticket
+/// runlink comments on, bounded so a huge thread cannot stall the worker.
+const MARKER_PAGES: u32 = 5;
+
 #[derive(Debug)]
 pub struct GithubDestination {
     client: reqwest::Client,
     api_url: url::Url,
     token: Option<Secret>,
     policy: RetryPolicy,
+    pacer: Pacer,
 }
 
 impl GithubDestination {
@@ -32,6 +44,19 @@ impl GithubDestination {
             api_url: config.api_url.clone(),
             token: config.token.clone(),
             policy,
+            pacer: Pacer::new(config.pacing.clone()),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, url: url::Url) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method, url)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
         }
     }
 
@@ -67,6 +92,44 @@ impl Destination for GithubDestination {
         &self.policy
     }
 
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {
+        let ReplyTarget::GithubIssue {
+            owner,
+            repo,
+            number,
+        } = &item.target;
+        let base = self.comments_url(owner, repo, *number).ok()?;
+        for page in 1..=MARKER_PAGES {
+            let mut url = base.clone();
+            url.query_pairs_mut()
+                .append_pair("per_page", "100")
+                .append_pair("page", &page.to_string());
+            let response = self.request(reqwest::Method::GET, url).send().await.ok()?;
+            if !response.status().is_success() {
+                tracing::warn!(
+                    status = response.status().as_u16(),
+                    "cannot list comments for the marker check"
+                );
+                return None;
+            }
+            let comments: Vec<ExistingComment> = response.json().await.ok()?;
+            if comments
+                .iter()
+                .any(|c| c.body.as_deref().is_some_and(|b| b.contains(marker)))
+            {
+                return Some(true);
+            }
+            if comments.len() < 100 {
+                break;
+            }
+        }
+        Some(false)
+    }
+
     async fn post(&self, item: &OutboxItem) -> Attempt {
         let ReplyTarget::GithubIssue {
             owner,
@@ -77,15 +140,9 @@ impl Destination for GithubDestination {
             Ok(url) => url,
             Err(e) => return Attempt::give_up(format!("bad comment URL: {e}")),
         };
-        let mut request = self
-            .client
-            .post(url)
-            .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28")
+        let request = self
+            .request(reqwest::Method::POST, url)
             .json(&Comment { body: &item.body });
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
-        }
         match request.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -101,13 +158,10 @@ impl Destination for GithubDestination {
                     verdict,
                     status: Some(status.as_u16()),
                     detail,
+                    uncertain: false,
                 }
             }
-            Err(error) => Attempt {
-                verdict: self.policy.classify_error(&error),
-                status: None,
-                detail: String::new(),
-            },
+            Err(error) => attempt_from_error(&self.policy, &error),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Posting enrichments to where the tickets live. Each destination is one file with the same
-//! parts (build the request, send it, let the retry policy judge the answer); the worker here
-//! drains the outbox and writes every attempt back to the store, so retry state survives a
-//! restart.
+//! parts (build the request, send it, let the retry policy judge the answer, and find an
+//! earlier comment by its marker); the workers here drain the outbox, one per destination,
+//! paced by that destination's `Pacer`, and write every attempt back to the store so retry
+//! state survives a restart.
 
 pub mod github;
+pub mod pacer;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -11,12 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use rand::RngExt;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::audit::{AttemptOutcome, AuditEvent};
 use crate::config::OutboxConfig;
+use crate::metrics::Metrics;
 use crate::outbox::{OutboxItem, Settle, Store, now_ms};
+use pacer::{Feedback, Pacer};
 use retry::{RetryPolicy, Verdict};
 
 /// The result of one attempt at posting.
@@ -25,6 +30,8 @@ pub struct Attempt {
     pub verdict: Verdict,
     pub status: Option<u16>,
     pub detail: String,
+    /// The request may have reached the destination although we saw no answer.
+    pub uncertain: bool,
 }
 
 impl Attempt {
@@ -35,6 +42,7 @@ impl Attempt {
             },
             status: None,
             detail: String::new(),
+            uncertain: false,
         }
     }
 }
@@ -43,7 +51,11 @@ impl Attempt {
 pub trait Destination: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     fn policy(&self) -> &RetryPolicy;
+    fn pacer(&self) -> &Pacer;
     async fn post(&self, item: &OutboxItem) -> Attempt;
+    /// Whether the ticket already carries a comment with `marker`: `None` when the API
+    /// cannot tell (then an uncertain item is retried later rather than posted blindly).
+    async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool>;
 }
 
 pub type Destinations = HashMap<&'static str, Arc<dyn Destination>>;
@@ -59,80 +71,192 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
         .build()
 }
 
-/// Drains the outbox until `shutdown` turns true. Items in flight finish; the rest stay in
-/// the store for the next start.
-pub async fn run_worker(
+/// A network failure after the request may have been written counts as uncertain; a refused
+/// connection does not.
+pub fn attempt_from_error(policy: &RetryPolicy, error: &reqwest::Error) -> Attempt {
+    Attempt {
+        verdict: policy.classify_error(error),
+        status: None,
+        detail: String::new(),
+        uncertain: !error.is_connect() && !error.is_builder(),
+    }
+}
+
+/// Runs one worker per destination, plus a sweep that dead-letters items nobody can post,
+/// until `shutdown` turns true. In-flight posts finish; the rest stay in the store.
+pub async fn run_workers(
     store: Arc<dyn Store>,
     destinations: Arc<Destinations>,
     config: OutboxConfig,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) {
+    sweep_orphans(store.as_ref(), &destinations, &metrics).await;
+    let mut workers = JoinSet::new();
+    for destination in destinations.values() {
+        workers.spawn(run_destination(
+            store.clone(),
+            destination.clone(),
+            config.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+async fn sweep_orphans(store: &dyn Store, destinations: &Destinations, metrics: &Metrics) {
+    let known: Vec<&str> = destinations.keys().copied().collect();
+    let orphans = match store.orphans(&known).await {
+        Ok(orphans) => orphans,
+        Err(error) => {
+            tracing::error!(%error, "cannot look for undeliverable items");
+            return;
+        }
+    };
+    for row in orphans {
+        tracing::warn!(id = row.id, destination = %row.destination, "destination not configured: item stays pending until it is");
+        metrics.delivery(&row.destination, "unconfigured");
+    }
+}
+
+#[tracing::instrument(skip_all, fields(destination = destination.name()))]
+async fn run_destination(
+    store: Arc<dyn Store>,
+    destination: Arc<dyn Destination>,
+    config: OutboxConfig,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    tracing::info!(destinations = destinations.len(), "delivery worker started");
+    // Restarted replicas must not all start draining in the same millisecond.
+    let jitter = rand::rng().random_range(0..=config.poll_interval.as_millis() as u64);
+    tokio::time::sleep(Duration::from_millis(jitter)).await;
+    tracing::info!("delivery worker started");
+    let pacer = destination.pacer();
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let wait = pacer.wait_time();
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(config.poll_interval * 4)) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let room = pacer.available().clamp(1, config.batch_size);
         let claimed = match store
-            .claim_due(now_ms(), config.batch_size, config.lease)
+            .claim_due(destination.name(), now_ms(), room, config.lease)
             .await
         {
             Ok(items) => items,
             Err(error) => {
-                tracing::error!(error = %error, "cannot claim outbox items");
+                tracing::error!(%error, "cannot claim outbox items");
                 Vec::new()
             }
         };
-        let busy = !claimed.is_empty();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(4, |item| {
-                let store = store.clone();
-                let destinations = destinations.clone();
-                let config = config.clone();
-                async move { deliver_one(store.as_ref(), &destinations, &config, item).await }
-            })
-            .await;
-        if !busy {
+        if claimed.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(config.poll_interval) => {}
                 _ = shutdown.changed() => {}
             }
+            continue;
         }
+        let mut batch = JoinSet::new();
+        for item in claimed {
+            let store = store.clone();
+            let destination = destination.clone();
+            let config = config.clone();
+            let metrics = metrics.clone();
+            batch.spawn(async move {
+                let _permit = destination.pacer().acquire().await;
+                deliver_one(
+                    store.as_ref(),
+                    destination.as_ref(),
+                    &config,
+                    &metrics,
+                    item,
+                )
+                .await;
+            });
+        }
+        while batch.join_next().await.is_some() {}
     }
     tracing::info!("delivery worker stopped");
+}
+
+fn feedback(attempt: &Attempt) -> Feedback {
+    match &attempt.verdict {
+        Verdict::Done => Feedback::Success,
+        Verdict::Retry { after, .. } => Feedback::Failure { after: *after },
+        Verdict::GiveUp { .. } => Feedback::Neutral,
+    }
 }
 
 #[tracing::instrument(skip_all, fields(ticket = %item.ticket, delivery_key = %item.delivery_key, destination = %item.destination))]
 async fn deliver_one(
     store: &dyn Store,
-    destinations: &Destinations,
+    destination: &dyn Destination,
     config: &OutboxConfig,
+    metrics: &Metrics,
     item: OutboxItem,
 ) {
     let attempt_no = item.attempts + 1;
-    let attempt = match destinations.get(item.destination.as_str()) {
-        Some(destination) => destination.post(&item).await,
-        None => Attempt::give_up(format!(
-            "destination `{}` is not configured",
-            item.destination
-        )),
+    let started = std::time::Instant::now();
+    let attempt = if now_ms() - item.created_ms > config.max_age.as_millis() as i64 {
+        Attempt::give_up(format!(
+            "older than outbox.max_age_secs ({}s)",
+            config.max_age.as_secs()
+        ))
+    } else if item.uncertain {
+        let marker = crate::render::marker(&item.delivery_key);
+        match destination.has_marker(&item, &marker).await {
+            Some(true) => {
+                tracing::info!(
+                    "an earlier attempt did post: recording it instead of posting again"
+                );
+                metrics.delivery(destination.name(), "found_marker");
+                Attempt {
+                    verdict: Verdict::Done,
+                    status: None,
+                    detail: "comment with this delivery's marker already present".into(),
+                    uncertain: false,
+                }
+            }
+            Some(false) => destination.post(&item).await,
+            None => Attempt {
+                verdict: Verdict::Retry {
+                    reason: "cannot check for an earlier comment".into(),
+                    after: None,
+                },
+                status: None,
+                detail: String::new(),
+                uncertain: true,
+            },
+        }
+    } else {
+        destination.post(&item).await
     };
-    let policy = destinations
-        .get(item.destination.as_str())
-        .map(|d| d.policy().clone())
-        .unwrap_or(RetryPolicy {
-            base: config.backoff_base,
-            cap: config.backoff_cap,
-            max_attempts: config.max_attempts,
-        });
-    let (settle, outcome, detail) = match &attempt.verdict {
+    destination.pacer().record(feedback(&attempt));
+    metrics
+        .delivery_seconds
+        .get_or_create(&crate::metrics::Destination {
+            destination: destination.name().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+
+    let policy = destination.policy();
+    let (settle, outcome, reason) = match &attempt.verdict {
         Verdict::Done => (Settle::Delivered, AttemptOutcome::Delivered, String::new()),
         Verdict::Retry { reason, after } if attempt_no < policy.max_attempts => {
             let delay = policy.delay(attempt_no, *after);
-            tracing::warn!(reason = %reason, attempt = attempt_no, delay_ms = delay.as_millis() as u64, "delivery will be retried");
+            tracing::warn!(%reason, attempt = attempt_no, delay_ms = delay.as_millis() as u64, "delivery will be retried");
             (
                 Settle::RetryAt {
                     at_ms: now_ms() + delay.as_millis() as i64,
                     error: reason.clone(),
+                    uncertain: attempt.uncertain,
                 },
                 AttemptOutcome::Retry,
                 reason.clone(),
@@ -144,7 +268,7 @@ async fn deliver_one(
             } else {
                 reason.clone()
             };
-            tracing::error!(error = %error, detail = %attempt.detail, "delivery failed permanently");
+            tracing::error!(%error, detail = %attempt.detail, "delivery failed permanently: dead-lettered");
             (
                 Settle::Dead {
                     error: error.clone(),
@@ -154,13 +278,32 @@ async fn deliver_one(
             )
         }
     };
-    if outcome == AttemptOutcome::Delivered {
-        tracing::info!(attempt = attempt_no, "enrichment delivered");
+    let word = match outcome {
+        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::Retry => "retry",
+        AttemptOutcome::Dead => "dead",
+    };
+    metrics.delivery(destination.name(), word);
+    match outcome {
+        AttemptOutcome::Delivered => {
+            tracing::info!(attempt = attempt_no, "enrichment delivered");
+            metrics.add_pending(-1);
+        }
+        AttemptOutcome::Dead => {
+            metrics
+                .dead_letters
+                .get_or_create(&crate::metrics::Destination {
+                    destination: destination.name().to_string(),
+                })
+                .inc();
+            metrics.add_pending(-1);
+        }
+        AttemptOutcome::Retry => {}
     }
-    let detail = if attempt.detail.is_empty() {
-        detail
-    } else {
-        format!("{detail}: {}", attempt.detail)
+    let detail = match (reason.is_empty(), attempt.detail.is_empty()) {
+        (_, true) => reason,
+        (true, false) => attempt.detail.clone(),
+        (false, false) => format!("{reason}: {}", attempt.detail),
     };
     let event = AuditEvent::DeliveryAttempt {
         delivery_key: item.delivery_key.clone(),
@@ -171,8 +314,8 @@ async fn deliver_one(
         detail,
     };
     if let Err(error) = store.settle(&item, settle, event).await {
-        // The lease will run out and the item will be tried again; the destination may then
-        // see the comment twice, which is why the marker exists.
-        tracing::error!(error = %error, "cannot record delivery outcome");
+        // The lease will run out and the item will come back flagged uncertain, so the next
+        // attempt looks for the marker before posting.
+        tracing::error!(%error, "cannot record delivery outcome");
     }
 }

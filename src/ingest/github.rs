@@ -81,8 +81,16 @@ pub async fn webhook(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, IngestError> {
+    super::guarded("github", &state, handle(req, payload, &state)).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, &'static str), IngestError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    verify(&req, &state, &body)?;
+    verify(&req, state, &body)?;
     let event = super::required_header(&req, EVENT)?;
     let delivery = super::required_header(&req, DELIVERY)?;
     let delivery = DeliveryId::parse(delivery).map_err(|e| IngestError::BadHeader {
@@ -91,18 +99,24 @@ pub async fn webhook(
     })?;
     tracing::Span::current().record("delivery", delivery.as_str());
     if event == "ping" {
-        return Ok(ignored_response("ping"));
+        return Ok((ignored_response("ping"), "ignored"));
     }
     if event != "issues" {
-        return Ok(ignored_response("only `issues` events are handled"));
+        return Ok((
+            ignored_response("only `issues` events are handled"),
+            "ignored",
+        ));
     }
     let event: IssuesEvent = parse_json(&body)?;
     if event.action != "opened" {
-        return Ok(ignored_response("only `opened` issues are enriched"));
+        return Ok((
+            ignored_response("only `opened` issues are enriched"),
+            "ignored",
+        ));
     }
     let body_text = event.issue.body.unwrap_or_default();
     if is_runlink_text(&body_text) {
-        return Ok(ignored_response("issue was written by runlink"));
+        return Ok((ignored_response("issue was written by runlink"), "ignored"));
     }
     let owner = event.repository.owner.login;
     let repo = event.repository.name;
@@ -136,7 +150,10 @@ pub async fn webhook(
         .accept(ticket)
         .await
         .map_err(IngestError::Unavailable)?;
-    Ok(accepted_response(outcome, &ticket_id))
+    Ok((
+        accepted_response(outcome, &ticket_id),
+        super::outcome_word(outcome),
+    ))
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub enum IngestError {
     InvalidField { field: String, message: String },
     #[error("ticket could not be stored, try again later")]
     Unavailable(#[source] PipelineError),
+    #[error("too many deliveries pending ({pending}), try again later")]
+    Overloaded { pending: i64 },
 }
 
 #[derive(Serialize)]
@@ -61,6 +63,7 @@ impl IngestError {
             IngestError::Malformed(_) => "malformed_body",
             IngestError::InvalidField { .. } => "invalid_field",
             IngestError::Unavailable(_) => "unavailable",
+            IngestError::Overloaded { .. } => "overloaded",
         }
     }
 }
@@ -72,7 +75,9 @@ impl ResponseError for IngestError {
             IngestError::MissingSignature(_) | IngestError::BadSignature(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Unavailable(_) | IngestError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -93,7 +98,9 @@ impl ResponseError for IngestError {
         }
         let mut response = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header(("Retry-After", "5"));
+            // Senders retry after this; a little spread keeps them from coming back as one.
+            let secs = 5 + rand::random_range(0..5u32);
+            response.insert_header(("Retry-After", secs.to_string()));
         }
         response.json(ErrorBody {
             message: self.to_string(),
@@ -185,12 +192,23 @@ struct Ack<'a> {
     reason: Option<&'a str>,
 }
 
+/// The outcome word used in responses and metrics.
+pub fn outcome_word(outcome: AcceptOutcome) -> &'static str {
+    match outcome {
+        AcceptOutcome::Stored => "accepted",
+        AcceptOutcome::DuplicateDelivery => "duplicate",
+        AcceptOutcome::AlreadyEnriched => "already_enriched",
+        AcceptOutcome::CapReached => "cap_reached",
+    }
+}
+
 pub fn accepted_response(outcome: AcceptOutcome, ticket: &str) -> HttpResponse {
-    let (status, word) = match outcome {
-        AcceptOutcome::Stored => (StatusCode::ACCEPTED, "accepted"),
-        AcceptOutcome::DuplicateDelivery => (StatusCode::OK, "duplicate"),
-        AcceptOutcome::AlreadyEnriched => (StatusCode::OK, "already_enriched"),
+    let status = if outcome == AcceptOutcome::Stored {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
     };
+    let word = outcome_word(outcome);
     HttpResponse::build(status).json(Ack {
         status: word,
         ticket: Some(ticket),
@@ -240,4 +258,38 @@ mod tests {
         let err = parse_json::<Outer>(b"{not json").unwrap_err();
         assert!(matches!(err, IngestError::Malformed(_)), "{err}");
     }
+}
+
+/// Runs one source's handler with what every source shares: the backpressure check before
+/// anything is read, and metrics for the outcome and latency.
+pub async fn guarded<F>(
+    source: &'static str,
+    state: &crate::app::AppState,
+    handler: F,
+) -> Result<HttpResponse, IngestError>
+where
+    F: std::future::Future<Output = Result<(HttpResponse, &'static str), IngestError>>,
+{
+    let started = std::time::Instant::now();
+    let result = if state.shedding() {
+        Err(IngestError::Overloaded {
+            pending: state.metrics.pending(),
+        })
+    } else {
+        handler.await
+    };
+    let outcome = match &result {
+        Ok((_, word)) => word,
+        Err(IngestError::Overloaded { .. }) => "shed",
+        Err(e) => e.code(),
+    };
+    state.metrics.webhook(source, outcome);
+    state
+        .metrics
+        .ingest_seconds
+        .get_or_create(&crate::metrics::Source {
+            source: source.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    result.map(|(response, _)| response)
 }

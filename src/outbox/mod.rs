@@ -45,6 +45,9 @@ pub struct Accepted {
     pub signature_key: String,
     pub events: Vec<AuditEvent>,
     pub delivery: Option<NewDelivery>,
+    /// At most this many enrichments per ticket, whatever its signatures: a ticket whose
+    /// text keeps changing must not collect a comment per change.
+    pub max_per_ticket: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,8 @@ pub enum AcceptOutcome {
     DuplicateDelivery,
     /// A new delivery of a ticket whose enrichment is already queued or posted.
     AlreadyEnriched,
+    /// Stored, but the ticket already has its maximum number of enrichments.
+    CapReached,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,14 +72,63 @@ pub struct OutboxItem {
     pub body: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// An earlier attempt may have reached the destination without us knowing (a timeout,
+    /// or a crash between sending and recording): look for the marker before posting again.
+    pub uncertain: bool,
+    pub created_ms: i64,
+}
+
+/// An outbox row as the operator tools show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub delivery_key: String,
+    pub ticket: String,
+    pub destination: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl ItemState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Pending => "pending",
+            ItemState::Delivered => "delivered",
+            ItemState::Dead => "dead",
+        }
+    }
+}
+
+/// Which dead letters to put back in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    One(i64),
+    AllDead,
 }
 
 /// What became of one attempt; the store records it with its audit event atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settle {
     Delivered,
-    RetryAt { at_ms: i64, error: String },
-    Dead { error: String },
+    RetryAt {
+        at_ms: i64,
+        error: String,
+        /// The attempt may have landed (timeout, connection lost after sending).
+        uncertain: bool,
+    },
+    Dead {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -96,14 +150,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Durably stores a ticket with its delivery and audit events, or reports why not.
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError>;
 
-    /// Leases up to `limit` due items; a leased item is invisible to other claims until the
-    /// lease runs out, so a crashed worker's items come back by themselves.
+    /// Leases up to `limit` due items of one destination; a leased item is invisible to other
+    /// claims until the lease runs out, so a crashed worker's items come back by themselves.
     async fn claim_due(
         &self,
+        destination: &str,
         now_ms: i64,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Pending items whose destination is not in `known`: nothing will ever post them.
+    async fn orphans(&self, known: &[&str]) -> Result<Vec<OutboxRow>, StoreError>;
+
+    async fn list(
+        &self,
+        state: Option<ItemState>,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Puts dead letters back in the queue, due now, with a fresh attempt count; returns how
+    /// many were requeued.
+    async fn requeue(&self, which: Requeue) -> Result<u64, StoreError>;
 
     async fn settle(
         &self,

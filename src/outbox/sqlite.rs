@@ -1,22 +1,28 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a commit is
-//! on disk before the webhook is answered. SQLite calls block, so each runs on tokio's
-//! blocking pool behind one connection (SQLite serializes writers anyway).
+//! on disk before the webhook is answered.
+//!
+//! Accepts go through one writer thread that commits them in groups: during a burst, every
+//! request that arrived while the previous fsync ran shares the next one. Each request is
+//! answered only when its group is durable. Everything else runs on tokio's blocking pool
+//! behind a second connection.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
 
 use super::{
-    AcceptOutcome, Accepted, AuditQuery, OutboxCounts, OutboxItem, Settle, Store, StoreError,
-    now_ms,
+    AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
+    Settle, Store, StoreError, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tickets (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
@@ -52,11 +58,34 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_ticket ON audit (ticket_id);
 CREATE INDEX audit_at ON audit (at);
-"#];
+"#,
+    // Crash and timeout bookkeeping: a claim that was never settled, or an attempt that timed
+    // out, may have posted; the next attempt checks for the marker first.
+    r#"
+ALTER TABLE outbox ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_ticket ON outbox (ticket_id);
+CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
+"#,
+];
+
+/// How many accepts one group commit takes at most.
+const GROUP_MAX: usize = 512;
+
+type Job = (Accepted, oneshot::Sender<Result<AcceptOutcome, StoreError>>);
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    writer: mpsc::SyncSender<Job>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
 }
 
 impl SqliteStore {
@@ -67,14 +96,20 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
+        let writer_conn = open_connection(path)?;
+        let (writer, jobs) = mpsc::sync_channel::<Job>(GROUP_MAX * 4);
+        std::thread::Builder::new()
+            .name("runlink-store-writer".into())
+            .spawn(move || group_commit_loop(writer_conn, jobs))
+            .map_err(|source| StoreError::Dir {
+                path: "writer thread".into(),
+                source,
+            })?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            writer,
         })
     }
 
@@ -96,7 +131,7 @@ impl SqliteStore {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
         [],
@@ -120,8 +155,162 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Takes every accept that is waiting, writes them in one transaction (each in its own
+/// savepoint, so one bad record fails alone), commits once, then answers them all.
+fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = write_group(&mut conn, &group);
+        match results {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for (_, reply) in group {
+                    let _ = reply.send(Err(StoreError::Join(format!(
+                        "group commit failed: {message}"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+fn write_group(
+    conn: &mut Connection,
+    group: &[Job],
+) -> Result<Vec<Result<AcceptOutcome, StoreError>>, StoreError> {
+    let now = now_ms();
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for (accepted, _) in group {
+        let mut sp = tx.savepoint()?;
+        match accept_one(&sp, accepted, now) {
+            Ok(outcome) => {
+                sp.commit()?;
+                outcomes.push(Ok(outcome));
+            }
+            Err(error) => {
+                sp.rollback()?;
+                drop(sp);
+                outcomes.push(Err(error));
+            }
+        }
+    }
+    tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn accept_one(
+    tx: &rusqlite::Savepoint<'_>,
+    accepted: &Accepted,
+    now: i64,
+) -> Result<AcceptOutcome, StoreError> {
+    let ticket = &accepted.ticket;
+    let inserted = tx.execute(
+        "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (source, delivery_id) DO NOTHING",
+        params![
+            ticket.source.as_str(),
+            ticket.delivery.as_str(),
+            ticket.id.as_str(),
+            accepted.signature_key,
+            now,
+            serde_json::to_string(ticket)?,
+        ],
+    )?;
+    let ticket_id = Some(ticket.id.as_str());
+    if inserted == 0 {
+        insert_audit(
+            tx,
+            now,
+            ticket_id,
+            &AuditEvent::DuplicateDelivery {
+                source: ticket.source.to_string(),
+                delivery: ticket.delivery.to_string(),
+            },
+        )?;
+        return Ok(AcceptOutcome::DuplicateDelivery);
+    }
+    for event in &accepted.events {
+        insert_audit(tx, now, ticket_id, event)?;
+    }
+    let Some(delivery) = &accepted.delivery else {
+        return Ok(AcceptOutcome::Stored);
+    };
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = ?1)",
+        [&delivery.delivery_key],
+        |r| r.get(0),
+    )?;
+    if exists {
+        insert_audit(
+            tx,
+            now,
+            ticket_id,
+            &AuditEvent::AlreadyEnriched {
+                delivery_key: delivery.delivery_key.clone(),
+            },
+        )?;
+        return Ok(AcceptOutcome::AlreadyEnriched);
+    }
+    let existing: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE ticket_id = ?1",
+        [ticket.id.as_str()],
+        |r| r.get(0),
+    )?;
+    if existing >= i64::from(accepted.max_per_ticket) {
+        insert_audit(
+            tx,
+            now,
+            ticket_id,
+            &AuditEvent::NotEnqueued {
+                reason: format!(
+                    "ticket already has {existing} enrichments (cap {})",
+                    accepted.max_per_ticket
+                ),
+            },
+        )?;
+        return Ok(AcceptOutcome::CapReached);
+    }
+    tx.execute(
+        "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
+                             next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
+        params![
+            delivery.delivery_key,
+            ticket.id.as_str(),
+            delivery.destination,
+            serde_json::to_string(&delivery.target)?,
+            delivery.body,
+            now,
+        ],
+    )?;
+    insert_audit(
+        tx,
+        now,
+        ticket_id,
+        &AuditEvent::Enqueued {
+            delivery_key: delivery.delivery_key.clone(),
+            destination: delivery.destination.clone(),
+        },
+    )?;
+    Ok(AcceptOutcome::Stored)
+}
+
 fn insert_audit(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     at: i64,
     ticket: Option<&str>,
     event: &AuditEvent,
@@ -133,96 +322,61 @@ fn insert_audit(
     Ok(())
 }
 
+const ROW_COLUMNS: &str = "id, delivery_key, ticket_id, destination, state, attempts, \
+                           next_attempt_at, last_error, created_at";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        delivery_key: r.get(1)?,
+        ticket: r.get(2)?,
+        destination: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_ms: r.get(6)?,
+        last_error: r.get(7)?,
+        created_ms: r.get(8)?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
-        self.with_conn(move |conn| {
-            let now = now_ms();
-            let tx = conn.transaction()?;
-            let ticket = &accepted.ticket;
-            let inserted = tx.execute(
-                "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (source, delivery_id) DO NOTHING",
-                params![
-                    ticket.source.as_str(),
-                    ticket.delivery.as_str(),
-                    ticket.id.as_str(),
-                    accepted.signature_key,
-                    now,
-                    serde_json::to_string(ticket)?,
-                ],
-            )?;
-            let ticket_id = Some(ticket.id.as_str());
-            if inserted == 0 {
-                insert_audit(
-                    &tx,
-                    now,
-                    ticket_id,
-                    &AuditEvent::DuplicateDelivery {
-                        source: ticket.source.to_string(),
-                        delivery: ticket.delivery.to_string(),
-                    },
-                )?;
-                tx.commit()?;
-                return Ok(AcceptOutcome::DuplicateDelivery);
-            }
-            for event in &accepted.events {
-                insert_audit(&tx, now, ticket_id, event)?;
-            }
-            let mut outcome = AcceptOutcome::Stored;
-            if let Some(delivery) = &accepted.delivery {
-                let queued = tx.execute(
-                    "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
-                                         next_attempt_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)
-                     ON CONFLICT (delivery_key) DO NOTHING",
-                    params![
-                        delivery.delivery_key,
-                        ticket.id.as_str(),
-                        delivery.destination,
-                        serde_json::to_string(&delivery.target)?,
-                        delivery.body,
-                        now,
-                    ],
-                )?;
-                let event = if queued == 1 {
-                    AuditEvent::Enqueued {
-                        delivery_key: delivery.delivery_key.clone(),
-                        destination: delivery.destination.clone(),
-                    }
-                } else {
-                    outcome = AcceptOutcome::AlreadyEnriched;
-                    AuditEvent::AlreadyEnriched {
-                        delivery_key: delivery.delivery_key.clone(),
-                    }
-                };
-                insert_audit(&tx, now, ticket_id, &event)?;
-            }
-            tx.commit()?;
-            Ok(outcome)
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.clone();
+        // The channel is bounded: under a burst, senders wait here for room (backpressure
+        // towards the HTTP layer), on a blocking thread so the executor keeps serving.
+        tokio::task::spawn_blocking(move || writer.send((accepted, reply)))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+            .map_err(|_| StoreError::Join("store writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Join("store writer stopped".into()))?
     }
 
     async fn claim_due(
         &self,
+        destination: &str,
         now: i64,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        let destination = destination.to_string();
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let lease_until = now + lease.as_millis() as i64;
             let items = {
-                let mut stmt = tx.prepare(
-                    "SELECT id, delivery_key, ticket_id, destination, target, body, attempts
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, delivery_key, ticket_id, destination, target, body, attempts,
+                            claims, uncertain, created_at
                      FROM outbox
-                     WHERE state = 'pending' AND next_attempt_at <= ?1 AND lease_until <= ?1
+                     WHERE destination = ?3 AND state = 'pending'
+                       AND next_attempt_at <= ?1 AND lease_until <= ?1
                      ORDER BY next_attempt_at, id
                      LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![now, limit as i64], |r| {
+                let rows = stmt.query_map(params![now, limit as i64, destination], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,
@@ -231,11 +385,25 @@ impl Store for SqliteStore {
                         r.get::<_, String>(4)?,
                         r.get::<_, String>(5)?,
                         r.get::<_, u32>(6)?,
+                        r.get::<_, u32>(7)?,
+                        r.get::<_, bool>(8)?,
+                        r.get::<_, i64>(9)?,
                     ))
                 })?;
                 let mut items = Vec::new();
                 for row in rows {
-                    let (id, delivery_key, ticket, destination, target, body, attempts) = row?;
+                    let (
+                        id,
+                        delivery_key,
+                        ticket,
+                        destination,
+                        target,
+                        body,
+                        attempts,
+                        claims,
+                        uncertain,
+                        created_ms,
+                    ) = row?;
                     items.push(OutboxItem {
                         id,
                         delivery_key,
@@ -245,13 +413,15 @@ impl Store for SqliteStore {
                         target: serde_json::from_str(&target)?,
                         body,
                         attempts,
+                        uncertain: uncertain || claims > attempts,
+                        created_ms,
                     });
                 }
                 items
             };
             for item in &items {
                 tx.execute(
-                    "UPDATE outbox SET lease_until = ?2 WHERE id = ?1",
+                    "UPDATE outbox SET lease_until = ?2, claims = attempts + 1 WHERE id = ?1",
                     params![item.id, lease_until],
                 )?;
             }
@@ -271,22 +441,29 @@ impl Store for SqliteStore {
         let ticket = item.ticket.to_string();
         self.with_conn(move |conn| {
             let now = now_ms();
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             match &settle {
                 Settle::Delivered => tx.execute(
                     "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
+                            claims = attempts + 1, uncertain = 0,
                             lease_until = 0, last_error = NULL, updated_at = ?2
                      WHERE id = ?1",
                     params![id, now],
                 )?,
-                Settle::RetryAt { at_ms, error } => tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2,
-                            lease_until = 0, last_error = ?3, updated_at = ?4
+                Settle::RetryAt {
+                    at_ms,
+                    error,
+                    uncertain,
+                } => tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, claims = attempts + 1,
+                            next_attempt_at = ?2, lease_until = 0, last_error = ?3,
+                            uncertain = (uncertain OR ?5), updated_at = ?4
                      WHERE id = ?1",
-                    params![id, at_ms, error, now],
+                    params![id, at_ms, error, now, uncertain],
                 )?,
                 Settle::Dead { error } => tx.execute(
-                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, lease_until = 0,
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
+                            claims = attempts + 1, lease_until = 0,
                             last_error = ?2, updated_at = ?3
                      WHERE id = ?1",
                     params![id, error, now],
@@ -302,9 +479,7 @@ impl Store for SqliteStore {
     async fn record(&self, ticket: Option<&TicketId>, event: AuditEvent) -> Result<(), StoreError> {
         let ticket = ticket.map(|t| t.to_string());
         self.with_conn(move |conn| {
-            let tx = conn.transaction()?;
-            insert_audit(&tx, now_ms(), ticket.as_deref(), &event)?;
-            tx.commit()?;
+            insert_audit(conn, now_ms(), ticket.as_deref(), &event)?;
             Ok(())
         })
         .await
@@ -345,7 +520,8 @@ impl Store for SqliteStore {
     async fn counts(&self) -> Result<OutboxCounts, StoreError> {
         self.with_conn(|conn| {
             let mut counts = OutboxCounts::default();
-            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
                 let (state, n) = row?;
@@ -358,6 +534,59 @@ impl Store for SqliteStore {
                 }
             }
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn orphans(&self, known: &[&str]) -> Result<Vec<OutboxRow>, StoreError> {
+        let known: Vec<String> = known.iter().map(|k| k.to_string()).collect();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {ROW_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], read_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let row = row?;
+                if !known.contains(&row.destination) {
+                    out.push(row);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        state: Option<ItemState>,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {ROW_COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1)
+                 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![state.map(ItemState::as_str), limit as i64],
+                read_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn requeue(&self, which: Requeue) -> Result<u64, StoreError> {
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let sql = "UPDATE outbox SET state = 'pending', attempts = 0, claims = 0,
+                              next_attempt_at = ?1, lease_until = 0, updated_at = ?1
+                       WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)";
+            let id = match which {
+                Requeue::One(id) => Some(id),
+                Requeue::AllDead => None,
+            };
+            Ok(conn.execute(sql, params![now, id])? as u64)
         })
         .await
     }
@@ -413,13 +642,21 @@ mod tests {
                 },
                 body: "hello".into(),
             }),
+            max_per_ticket: 2,
         }
     }
 
-    #[tokio::test]
-    async fn duplicate_delivery_and_duplicate_key_are_stored_once() {
+    fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        (dir, store)
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn duplicate_delivery_and_duplicate_key_are_stored_once() {
+        let (_dir, store) = store();
         assert_eq!(
             store.accept(accepted("d1", "k1")).await.unwrap(),
             AcceptOutcome::Stored
@@ -436,16 +673,70 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn claimed_items_are_leased_and_come_back_after_the_lease() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    async fn a_ticket_gets_at_most_its_cap_of_enrichments() {
+        let (_dir, store) = store();
+        assert_eq!(
+            store.accept(accepted("d1", "k1")).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        assert_eq!(
+            store.accept(accepted("d2", "k2")).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        assert_eq!(
+            store.accept(accepted("d3", "k3")).await.unwrap(),
+            AcceptOutcome::CapReached
+        );
+        assert_eq!(store.counts().await.unwrap().pending, 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_accepts_are_group_committed_and_all_stored() {
+        let (_dir, store) = store();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut a = accepted(&format!("d{i}"), &format!("k{i}"));
+                a.ticket.id = TicketId::parse(format!("github:acme/ops#{i}")).unwrap();
+                store.accept(a).await.unwrap()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), AcceptOutcome::Stored);
+        }
+        assert_eq!(store.counts().await.unwrap().pending, 200);
+    }
+
+    #[tokio::test]
+    async fn claimed_items_are_leased_and_come_back_uncertain_after_the_lease() {
+        let (_dir, store) = store();
         store.accept(accepted("d1", "k1")).await.unwrap();
         let now = now_ms() + 10;
-        let lease = Duration::from_secs(30);
-        assert_eq!(store.claim_due(now, 10, lease).await.unwrap().len(), 1);
-        assert!(store.claim_due(now, 10, lease).await.unwrap().is_empty());
-        let later = now + 31_000;
-        assert_eq!(store.claim_due(later, 10, lease).await.unwrap().len(), 1);
+        let first = store.claim_due("github", now, 10, LEASE).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(!first[0].uncertain);
+        assert!(
+            store
+                .claim_due("github", now, 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .claim_due("jira", now + 31_000, 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The first claim was never settled (a crash): the item returns, flagged uncertain.
+        let again = store
+            .claim_due("github", now + 31_000, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].uncertain);
     }
 
     #[tokio::test]
@@ -456,7 +747,7 @@ mod tests {
             let store = SqliteStore::open(&path).unwrap();
             store.accept(accepted("d1", "k1")).await.unwrap();
             let item = store
-                .claim_due(now_ms() + 10, 10, Duration::from_secs(30))
+                .claim_due("github", now_ms() + 10, 10, LEASE)
                 .await
                 .unwrap()
                 .remove(0);
@@ -469,10 +760,49 @@ mod tests {
         assert_eq!(store.body_of("k1").await.unwrap().as_deref(), Some("hello"));
         assert!(
             store
-                .claim_due(now_ms() + 100_000, 10, Duration::from_secs(1))
+                .claim_due("github", now_ms() + 100_000, 10, Duration::from_secs(1))
                 .await
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_and_requeued() {
+        let (_dir, store) = store();
+        store.accept(accepted("d1", "k1")).await.unwrap();
+        let item = store
+            .claim_due("github", now_ms() + 10, 10, LEASE)
+            .await
+            .unwrap()
+            .remove(0);
+        let event = AuditEvent::NotEnqueued { reason: "x".into() };
+        store
+            .settle(
+                &item,
+                Settle::Dead {
+                    error: "HTTP 404".into(),
+                },
+                event,
+            )
+            .await
+            .unwrap();
+        let dead = store.list(Some(ItemState::Dead), 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 404"));
+        assert_eq!(store.requeue(Requeue::AllDead).await.unwrap(), 1);
+        assert!(
+            store
+                .list(Some(ItemState::Dead), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = store
+            .claim_due("github", now_ms() + 10, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 0);
     }
 }

@@ -1,0 +1,187 @@
+//! Prometheus metrics, one typed family per thing we count, so the names and labels cannot
+//! drift between the places that record them. Exposed at `GET /metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceOutcome {
+    pub source: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationOutcome {
+    pub destination: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Source {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Destination {
+    pub destination: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Webhooks by source and outcome (accepted, duplicate, ignored, rejected_*, shed).
+    pub webhooks: Family<SourceOutcome, Counter>,
+    /// Match decisions by how they were made (alarm, rule, text, none).
+    pub matches: Family<Outcome, Counter>,
+    /// Decisions answered from the coalescing cache instead of a search.
+    pub coalesced: Counter,
+    pub outbox_pending: Gauge,
+    /// Delivery attempts by destination and outcome (delivered, retry, dead, found_marker).
+    pub deliveries: Family<DestinationOutcome, Counter>,
+    pub dead_letters: Family<Destination, Counter>,
+    pub ingest_seconds: Family<Source, Histogram, fn() -> Histogram>,
+    pub delivery_seconds: Family<Destination, Histogram, fn() -> Histogram>,
+    /// Pending items, kept in memory for the backpressure check on every webhook.
+    pending: Arc<AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("runlink");
+        let m = Metrics {
+            webhooks: Family::default(),
+            matches: Family::default(),
+            coalesced: Counter::default(),
+            outbox_pending: Gauge::default(),
+            deliveries: Family::default(),
+            dead_letters: Family::default(),
+            ingest_seconds: Family::new_with_constructor(latency_histogram),
+            delivery_seconds: Family::new_with_constructor(latency_histogram),
+            pending: Arc::new(AtomicI64::new(0)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "webhooks",
+            "Webhooks received, by source and outcome",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "matches",
+            "Match decisions, by how the answer was found",
+            m.matches.clone(),
+        );
+        registry.register(
+            "coalesced_matches",
+            "Decisions reused from the coalescing cache",
+            m.coalesced.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Enrichments waiting to be delivered",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts, by destination and outcome",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Deliveries given up, by destination",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "ingest_seconds",
+            "Time from webhook received to answered",
+            m.ingest_seconds.clone(),
+        );
+        registry.register(
+            "delivery_seconds",
+            "Time of one delivery attempt",
+            m.delivery_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn webhook(&self, source: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&SourceOutcome {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn delivery(&self, destination: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DestinationOutcome {
+                destination: destination.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_pending(&self, n: i64) {
+        self.pending.store(n, Ordering::Relaxed);
+        self.outbox_pending.set(n);
+    }
+
+    pub fn add_pending(&self, delta: i64) {
+        let n = self.pending.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.outbox_pending.set(n);
+    }
+
+    pub fn pending(&self) -> i64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_show_up_in_the_text_format() {
+        let m = Metrics::new();
+        m.webhook("github", "accepted");
+        m.add_pending(3);
+        m.add_pending(-1);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"runlink_webhooks_total{source="github",outcome="accepted"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("runlink_outbox_pending 2"), "{text}");
+        assert_eq!(m.pending(), 2);
+    }
+}
