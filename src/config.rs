@@ -181,7 +181,7 @@ impl Default for RawPacing {
 
 impl RawPacing {
     fn check(self, key: &'static str) -> Result<crate::deliver::pacer::PacingConfig, ConfigError> {
-        if !(self.rate_per_sec > 0.0) {
+        if self.rate_per_sec.is_nan() || self.rate_per_sec <= 0.0 {
             return Err(ConfigError::invalid(
                 key,
                 "rate_per_sec must be greater than 0",

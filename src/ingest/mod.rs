@@ -225,6 +225,40 @@ pub fn ignored_response(reason: &str) -> HttpResponse {
     })
 }
 
+/// Runs one source's handler with what every source shares: the backpressure check before
+/// anything is read, and metrics for the outcome and latency.
+pub async fn guarded<F>(
+    source: &'static str,
+    state: &crate::app::AppState,
+    handler: F,
+) -> Result<HttpResponse, IngestError>
+where
+    F: std::future::Future<Output = Result<(HttpResponse, &'static str), IngestError>>,
+{
+    let started = std::time::Instant::now();
+    let result = if state.shedding() {
+        Err(IngestError::Overloaded {
+            pending: state.metrics.pending(),
+        })
+    } else {
+        handler.await
+    };
+    let outcome = match &result {
+        Ok((_, word)) => word,
+        Err(IngestError::Overloaded { .. }) => "shed",
+        Err(e) => e.code(),
+    };
+    state.metrics.webhook(source, outcome);
+    state
+        .metrics
+        .ingest_seconds
+        .get_or_create(&crate::metrics::Source {
+            source: source.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    result.map(|(response, _)| response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,38 +292,4 @@ mod tests {
         let err = parse_json::<Outer>(b"{not json").unwrap_err();
         assert!(matches!(err, IngestError::Malformed(_)), "{err}");
     }
-}
-
-/// Runs one source's handler with what every source shares: the backpressure check before
-/// anything is read, and metrics for the outcome and latency.
-pub async fn guarded<F>(
-    source: &'static str,
-    state: &crate::app::AppState,
-    handler: F,
-) -> Result<HttpResponse, IngestError>
-where
-    F: std::future::Future<Output = Result<(HttpResponse, &'static str), IngestError>>,
-{
-    let started = std::time::Instant::now();
-    let result = if state.shedding() {
-        Err(IngestError::Overloaded {
-            pending: state.metrics.pending(),
-        })
-    } else {
-        handler.await
-    };
-    let outcome = match &result {
-        Ok((_, word)) => word,
-        Err(IngestError::Overloaded { .. }) => "shed",
-        Err(e) => e.code(),
-    };
-    state.metrics.webhook(source, outcome);
-    state
-        .metrics
-        .ingest_seconds
-        .get_or_create(&crate::metrics::Source {
-            source: source.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    result.map(|(response, _)| response)
 }

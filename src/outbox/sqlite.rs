@@ -346,10 +346,12 @@ impl Store for SqliteStore {
         let writer = self.writer.clone();
         // The channel is bounded: under a burst, senders wait here for room (backpressure
         // towards the HTTP layer), on a blocking thread so the executor keeps serving.
-        tokio::task::spawn_blocking(move || writer.send((accepted, reply)))
+        let sent = tokio::task::spawn_blocking(move || writer.send((accepted, reply)).is_ok())
             .await
-            .map_err(|e| StoreError::Join(e.to_string()))?
-            .map_err(|_| StoreError::Join("store writer stopped".into()))?;
+            .map_err(|e| StoreError::Join(e.to_string()))?;
+        if !sent {
+            return Err(StoreError::Join("store writer stopped".into()));
+        }
         answer
             .await
             .map_err(|_| StoreError::Join("store writer stopped".into()))?
