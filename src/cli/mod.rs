@@ -3,6 +3,7 @@
 
 mod eval;
 mod match_cmd;
+mod outbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     ///
     /// Example: runlink eval --runbooks runbooks/ --cases alerts.jsonl --drop-alertname
     Eval(eval::EvalArgs),
+    /// Inspect the outbox and re-queue dead letters.
+    Outbox(outbox::OutboxArgs),
     /// Exit 0 when the server answers 2xx on its health URL (for container health checks).
     ///
     /// Example: runlink health --url http://127.0.0.1:8080/readyz
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Match(args) => match_cmd::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Health { url } => health(&url),
+        Command::Outbox(args) => outbox::run(args),
     }
 }
 

@@ -2,6 +2,8 @@
 //! wiremock standing in for GitHub, and talk to it over real sockets.
 #![allow(dead_code)]
 
+pub mod double;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
