@@ -145,7 +145,9 @@ async fn run_destination(
             }
             continue;
         }
-        let room = pacer.available().clamp(1, config.batch_size);
+        // Claim a batch even when the bucket is low: `acquire` paces the sends, and a batch
+        // in hand keeps the destination busy at its rate instead of one claim per token.
+        let room = config.batch_size;
         let claimed = match store
             .claim_due(destination.name(), now_ms(), room, config.lease)
             .await

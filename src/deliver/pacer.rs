@@ -20,6 +20,10 @@ pub struct PacingConfig {
 
 #[derive(Debug)]
 struct State {
+    /// The rate in force: the configured one, lowered each time the destination throttles
+    /// and raised back slowly on success (AIMD), so runlink settles just under what the
+    /// destination really allows instead of bouncing off its limit.
+    rate: f64,
     tokens: f64,
     refilled: Instant,
     paused_until: Option<Instant>,
@@ -51,6 +55,7 @@ impl Pacer {
         let slots = Semaphore::new(config.concurrency.max(1));
         Pacer {
             state: Mutex::new(State {
+                rate: config.rate_per_sec,
                 tokens: f64::from(config.burst.max(1)),
                 refilled: Instant::now(),
                 paused_until: None,
@@ -87,7 +92,7 @@ impl Pacer {
         let for_token = if state.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - state.tokens) / self.config.rate_per_sec.max(1e-6))
+            Duration::from_secs_f64((1.0 - state.tokens) / state.rate.max(1e-6))
         };
         blocked.max(for_token)
     }
@@ -138,12 +143,17 @@ impl Pacer {
             Feedback::Success => {
                 state.failures = 0;
                 state.open_until = None;
+                let configured = self.config.rate_per_sec;
+                state.rate = (state.rate + configured * 0.02).min(configured);
             }
             Feedback::Neutral => {}
             Feedback::Failure { after } => {
                 if let Some(after) = after {
                     let until = now + after;
                     state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+                    // Throttled: whatever is left in the bucket was too much.
+                    state.rate = (state.rate * 0.7).max(self.config.rate_per_sec / 100.0);
+                    state.tokens = state.tokens.min(1.0);
                 }
                 state.failures += 1;
                 if state.failures >= self.config.breaker_failures.max(1) {
@@ -201,6 +211,34 @@ mod tests {
         let start = Instant::now();
         drop(p.acquire().await);
         assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_lowers_the_rate_and_success_restores_it() {
+        let p = pacer(10.0, 1);
+        p.record(Feedback::Failure {
+            after: Some(Duration::from_millis(1)),
+        });
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(p.acquire().await);
+        let start = Instant::now();
+        drop(p.acquire().await);
+        // 7 per second now: one token takes about 143 ms instead of 100 ms.
+        assert!(
+            start.elapsed() >= Duration::from_millis(140),
+            "{:?}",
+            start.elapsed()
+        );
+        for _ in 0..100 {
+            p.record(Feedback::Success);
+        }
+        let start = Instant::now();
+        drop(p.acquire().await);
+        assert!(
+            start.elapsed() <= Duration::from_millis(101),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -69,7 +69,7 @@ impl TestApp {
             address,
             handle,
             task,
-            client: reqwest::Client::new(),
+            client: client(),
         }
     }
 
@@ -113,6 +113,12 @@ impl TestApp {
         self.post_github(event, delivery, body, Some(signature))
             .await
     }
+}
+
+/// An HTTP client for tests. Built by runlink's own helper, which installs the TLS crypto
+/// provider that reqwest (built without a default one) needs before any client exists.
+pub fn client() -> reqwest::Client {
+    runlink::deliver::http_client(Duration::from_secs(10)).expect("client builds")
 }
 
 pub fn issue_opened(number: u64, title: &str, body: &str) -> String {

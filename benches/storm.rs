@@ -1,0 +1,539 @@
+//! Failback storm and ingest benchmarks against a release build of runlink.
+//!
+//!   cargo bench --bench storm -- [storm] [--n 10000] [--rate 200] [--clients 64]
+//!   cargo bench --bench storm -- ingest [--seconds 10] [--clients 32]
+//!
+//! `storm`: N GitHub webhooks from many concurrent clients, against a GitHub double that
+//! allows R comments per second and answers 429 + `Retry-After: 1` beyond that (runlink is
+//! configured 20 % above R, so it must be told to slow down). Prints accepted, rejected,
+//! lost, duplicates, time to accept the burst, time to drain against the ideal N/R, requests
+//! that arrived inside a Retry-After window runlink had already been given, and peak RSS.
+//!
+//! `ingest`: durable webhooks per second (runlink, delivery worker off) side by side with an
+//! actix-web handler that decodes the same body and stores nothing, then ack latency at a
+//! steady 1,000 requests per second.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use futures::StreamExt;
+
+const SECRET: &str = "storm-secret";
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn repo(relative: &str) -> String {
+    format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn issue(n: u64) -> String {
+    let titles = [
+        "Disk on logs-{n} will fill up within 4 hours",
+        "[FIRING:1] KubePodCrashLooping",
+        "Certificate for api-{n}.example.com expires in 5 days",
+        "Replication lag on db-{n} above 30s",
+        "Node web-{n} is not ready",
+    ];
+    let title = titles[n as usize % titles.len()].replace("{n}", &n.to_string());
+    serde_json::json!({
+        "action": "opened",
+        "issue": {"number": n, "title": title, "body": "Opened by the alerting bridge after datacenter failback.", "labels": [{"name": "alert"}]},
+        "repository": {"name": "ops", "full_name": "acme/ops", "owner": {"login": "acme"}},
+        "sender": {"login": "alertbot", "type": "Bot"}
+    })
+    .to_string()
+}
+
+fn sign(body: &str) -> String {
+    format!(
+        "sha256={}",
+        runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
+    )
+}
+
+fn start_runlink(dir: &std::path::Path, port: u16, extra: &str) -> Child {
+    let config = dir.join("runlink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[runbooks]\ndir = \"{}\"\n[templates]\ndir = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n[sources.github]\nsecret = \"{SECRET}\"\n{extra}",
+            repo("index/runbooks"),
+            repo("templates"),
+            dir.join("runlink.db").display()
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_runlink"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("runlink starts")
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    for _ in 0..400 {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("runlink did not start");
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The GitHub double: a token bucket of `rate` per second; beyond it, 429 + Retry-After: 1.
+#[derive(Default)]
+struct Double {
+    rate: f64,
+    tokens: f64,
+    refilled: Option<Instant>,
+    /// Per issue number, the markers of the comments it got.
+    comments: HashMap<String, Vec<String>>,
+    throttled: u64,
+    /// Retry-After windows runlink was told about: (answered at, until).
+    windows: Vec<(Instant, Instant)>,
+    /// POSTs that arrived inside a window, more than the in-flight grace after it was given.
+    in_window: u64,
+    /// Arrival times of all POSTs, for the per-second trace.
+    arrivals: Vec<(Instant, bool)>,
+}
+
+/// A request already on the wire when the 429 went out cannot have seen it.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(100);
+
+fn marker_of(body: &str) -> String {
+    body.split("<!-- runlink:delivery=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn double_post(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Mutex<Double>>,
+) -> HttpResponse {
+    let now = Instant::now();
+    let mut d = state.lock().unwrap();
+    if d.windows
+        .iter()
+        .any(|(given, until)| now > *given + IN_FLIGHT_GRACE && now < *until)
+    {
+        d.in_window += 1;
+    }
+    let elapsed = d
+        .refilled
+        .map(|t| now.duration_since(t).as_secs_f64())
+        .unwrap_or(0.0);
+    // One second of requests may come at once, as real APIs allow.
+    let cap = d.rate.max(1.0);
+    d.tokens = (d.tokens + elapsed * d.rate).min(cap);
+    d.refilled = Some(now);
+    let throttle = d.tokens < 1.0;
+    d.arrivals.push((now, throttle));
+    if throttle {
+        d.throttled += 1;
+        d.windows.push((now, now + Duration::from_secs(1)));
+        return HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", "1"))
+            .finish();
+    }
+    d.tokens -= 1.0;
+    let text: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let marker = marker_of(text["body"].as_str().unwrap_or(""));
+    d.comments
+        .entry(req.path().to_string())
+        .or_default()
+        .push(marker);
+    HttpResponse::Created().json(serde_json::json!({"id": 1}))
+}
+
+async fn double_list(req: HttpRequest, state: web::Data<Mutex<Double>>) -> HttpResponse {
+    let d = state.lock().unwrap();
+    let bodies: Vec<serde_json::Value> = d
+        .comments
+        .get(req.path())
+        .map(|ms| {
+            ms.iter()
+                .map(|m| serde_json::json!({"body": format!("<!-- runlink:delivery={m} -->")}))
+                .collect()
+        })
+        .unwrap_or_default();
+    HttpResponse::Ok().json(bodies)
+}
+
+fn start_double(rate: f64) -> (u16, web::Data<Mutex<Double>>) {
+    let state = web::Data::new(Mutex::new(Double {
+        rate,
+        tokens: rate.max(1.0),
+        ..Double::default()
+    }));
+    let port = free_port();
+    let shared = state.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(shared.clone())
+                    .route(
+                        "/repos/{o}/{r}/issues/{n}/comments",
+                        web::post().to(double_post),
+                    )
+                    .route(
+                        "/repos/{o}/{r}/issues/{n}/comments",
+                        web::get().to(double_list),
+                    )
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(("127.0.0.1", port))
+            .unwrap()
+            .run()
+            .await
+            .unwrap()
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    (port, state)
+}
+
+async fn post_all(
+    client: &reqwest::Client,
+    base: &str,
+    n: u64,
+    clients: usize,
+) -> Vec<(u64, Option<u16>)> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/webhooks/github");
+            async move {
+                let body = issue(i);
+                let status = client
+                    .post(url)
+                    .header("X-GitHub-Event", "issues")
+                    .header("X-GitHub-Delivery", format!("storm-{i}"))
+                    .header("X-Hub-Signature-256", sign(&body))
+                    .body(body)
+                    .send()
+                    .await
+                    .ok()
+                    .map(|r| r.status().as_u16());
+                (i, status)
+            }
+        })
+        .buffer_unordered(clients)
+        .collect()
+        .await
+}
+
+async fn storm(args: &[String]) {
+    let n = arg(args, "--n", 10_000);
+    let rate = arg(args, "--rate", 200) as f64;
+    let clients = arg(args, "--clients", 64) as usize;
+    let (double_port, double) = start_double(rate);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        "[outbox]\npoll_interval_ms = 100\nbackoff_base_ms = 200\nbackoff_cap_ms = 5000\nmax_attempts = 50\n[destinations.github]\napi_url = \"http://127.0.0.1:{double_port}\"\ntoken = \"t\"\nrate_per_sec = {}\nburst = {}\nconcurrency = 8\n",
+        rate * 1.2,
+        (rate / 10.0).max(1.0) as u64
+    );
+    let mut server = start_runlink(dir.path(), port, &extra);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = runlink::deliver::http_client(Duration::from_secs(30)).unwrap();
+    wait_healthy(&client, &base).await;
+
+    println!("storm: {n} webhooks from {clients} clients; destination allows {rate}/s");
+    let started = Instant::now();
+    let results = post_all(&client, &base, n, clients).await;
+    let accept_time = started.elapsed();
+    let accepted: Vec<u64> = results
+        .iter()
+        .filter(|(_, s)| *s == Some(202))
+        .map(|(i, _)| *i)
+        .collect();
+    let rejected = results.len() - accepted.len();
+
+    let ideal = accepted.len() as f64 / rate;
+    let deadline = started + Duration::from_secs_f64(ideal * 4.0 + 120.0);
+    loop {
+        let delivered = double.lock().unwrap().comments.len();
+        if delivered >= accepted.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let drain_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = peak_rss_kib(server.id());
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let d = double.lock().unwrap();
+    let lost = accepted
+        .iter()
+        .filter(|i| {
+            !d.comments
+                .contains_key(&format!("/repos/acme/ops/issues/{i}/comments"))
+        })
+        .count();
+    let duplicates: usize = d.comments.values().map(|v| v.len().saturating_sub(1)).sum();
+    println!("accepted                      {}", accepted.len());
+    println!("rejected                      {rejected}");
+    println!("lost                          {lost}");
+    println!("duplicates                    {duplicates}");
+    println!(
+        "time to accept the burst      {:.2} s ({:.0} webhooks/s)",
+        accept_time.as_secs_f64(),
+        n as f64 / accept_time.as_secs_f64()
+    );
+    println!(
+        "time to drain                 {:.1} s (ideal N/R {:.1} s, ratio {:.2})",
+        drain_time.as_secs_f64(),
+        ideal,
+        drain_time.as_secs_f64() / ideal.max(1e-9)
+    );
+    println!("429s answered by the double   {}", d.throttled);
+    println!("requests in Retry-After window {}", d.in_window);
+    println!(
+        "peak RSS                      {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+    if std::env::var("STORM_TRACE").is_ok() {
+        let mut per_sec: std::collections::BTreeMap<u64, (u32, u32)> = Default::default();
+        for (at, throttled) in &d.arrivals {
+            let e = per_sec
+                .entry(at.duration_since(started).as_secs())
+                .or_default();
+            if *throttled { e.1 += 1 } else { e.0 += 1 }
+        }
+        for (sec, (ok, throttled)) in per_sec {
+            println!("  second {sec:>4}: {ok} created, {throttled} throttled");
+        }
+        for (at, throttled) in d.arrivals.iter().take(60) {
+            println!(
+                "  {:>8.1} ms {}",
+                at.duration_since(started).as_secs_f64() * 1e3,
+                if *throttled { "429" } else { "201" }
+            );
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Issue {
+    number: u64,
+    title: String,
+    body: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Event {
+    action: String,
+    issue: Issue,
+}
+
+/// The baseline: decodes the same body, stores nothing.
+async fn noop(body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<Event>(&body) {
+        Ok(_) => HttpResponse::Accepted().finish(),
+        Err(_) => HttpResponse::BadRequest().finish(),
+    }
+}
+
+async fn throughput(
+    client: &reqwest::Client,
+    url: &str,
+    seconds: u64,
+    clients: usize,
+    offset: u64,
+) -> f64 {
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients as u64 {
+        let client = client.clone();
+        let url = url.to_string();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < until {
+                let n = offset + c * 10_000_000 + i;
+                let body = issue(n);
+                let ok = client
+                    .post(&url)
+                    .header("X-GitHub-Event", "issues")
+                    .header("X-GitHub-Delivery", format!("ingest-{n}"))
+                    .header("X-Hub-Signature-256", sign(&body))
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn ingest(args: &[String]) {
+    let seconds = arg(args, "--seconds", 10);
+    let clients = arg(args, "--clients", 32) as usize;
+    let noop_port = free_port();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(|| App::new().route("/webhooks/github", web::post().to(noop)))
+                .disable_signals()
+                .bind(("127.0.0.1", noop_port))
+                .unwrap()
+                .run()
+                .await
+                .unwrap()
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start_runlink(
+        dir.path(),
+        port,
+        "[outbox]\nworker = false\nhigh_water = 100000000\n[destinations.github]\napi_url = \"http://127.0.0.1:9\"\n",
+    );
+    let client = runlink::deliver::http_client(Duration::from_secs(30)).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&client, &base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let baseline = throughput(
+        &client,
+        &format!("http://127.0.0.1:{noop_port}/webhooks/github"),
+        seconds,
+        clients,
+        0,
+    )
+    .await;
+    let durable = throughput(
+        &client,
+        &format!("{base}/webhooks/github"),
+        seconds,
+        clients,
+        1_000_000_000,
+    )
+    .await;
+    println!("ingest: {clients} clients, {seconds} s each");
+    println!("no-op actix handler           {baseline:.0} webhooks/s");
+    println!("runlink, durable              {durable:.0} webhooks/s");
+    println!(
+        "ratio                         {:.2}",
+        durable / baseline.max(1e-9)
+    );
+
+    // Ack latency at a steady 1,000 requests per second (open loop).
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        ticker.tick().await;
+        let client = client.clone();
+        let url = format!("{base}/webhooks/github");
+        let latencies = latencies.clone();
+        let n = 2_000_000_000 + i;
+        i += 1;
+        tasks.push(tokio::spawn(async move {
+            let body = issue(n);
+            let t = Instant::now();
+            let ok = client
+                .post(url)
+                .header("X-GitHub-Event", "issues")
+                .header("X-GitHub-Delivery", format!("lat-{n}"))
+                .header("X-Hub-Signature-256", sign(&body))
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                latencies
+                    .lock()
+                    .unwrap()
+                    .push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "ack latency at 1000/s          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        l.len()
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if args.iter().any(|a| a == "ingest") {
+        runtime.block_on(ingest(&args));
+    } else {
+        runtime.block_on(storm(&args));
+    }
+}
