@@ -53,6 +53,7 @@ pub enum AppError {
 pub struct AppState {
     pub pipeline: Pipeline,
     pub github_secret: Option<Secret>,
+    pub alertmanager_token: Option<Secret>,
     pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
     /// Above this many pending deliveries, new webhooks are shed with 503.
@@ -135,6 +136,11 @@ impl Application {
                 "sources.github.secret is not set: unsigned GitHub webhooks are accepted"
             );
         }
+        if config.alertmanager_token.is_none() {
+            tracing::warn!(
+                "sources.alertmanager.token is not set: unauthenticated Alertmanager webhooks are accepted"
+            );
+        }
 
         let metrics = Arc::new(Metrics::new());
         metrics.set_pending(store.counts().await?.pending as i64);
@@ -152,6 +158,7 @@ impl Application {
         let state = web::Data::new(AppState {
             pipeline,
             github_secret: config.github_source_secret.clone(),
+            alertmanager_token: config.alertmanager_token.clone(),
             max_body_bytes: config.max_body_bytes,
             metrics: metrics.clone(),
             high_water: config.outbox.high_water,
@@ -179,6 +186,10 @@ impl Application {
                 .route(
                     "/webhooks/github",
                     web::post().to(crate::ingest::github::webhook),
+                )
+                .route(
+                    "/webhooks/alertmanager",
+                    web::post().to(crate::ingest::alertmanager::webhook),
                 )
         })
         .listen(listener)

@@ -31,6 +31,11 @@ pub enum AuditEvent {
         source: String,
         reason: String,
     },
+    /// A resolved alert: recorded, not enriched.
+    Resolved {
+        source: String,
+        alertname: String,
+    },
     Decided {
         signature: String,
         confident: bool,
@@ -70,6 +75,7 @@ impl AuditEvent {
             AuditEvent::Received { .. } => "received",
             AuditEvent::DuplicateDelivery { .. } => "duplicate_delivery",
             AuditEvent::Ignored { .. } => "ignored",
+            AuditEvent::Resolved { .. } => "resolved",
             AuditEvent::Decided { .. } => "decided",
             AuditEvent::Enqueued { .. } => "enqueued",
             AuditEvent::AlreadyEnriched { .. } => "already_enriched",

@@ -114,6 +114,13 @@ pub struct RawOutbox {
 pub struct RawSources {
     #[serde(default)]
     pub github: RawGithubSource,
+    #[serde(default)]
+    pub alertmanager: RawAlertmanagerSource,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAlertmanagerSource {
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +306,7 @@ pub struct Config {
     pub matcher: MatcherConfig,
     pub outbox: OutboxConfig,
     pub github_source_secret: Option<Secret>,
+    pub alertmanager_token: Option<Secret>,
     pub github: Option<GithubDestinationConfig>,
 }
 
@@ -430,6 +438,11 @@ impl TryFrom<RawSettings> for Config {
                 max_per_ticket: raw.outbox.max_per_ticket.max(1),
             },
             github_source_secret: raw.sources.github.secret.filter(|s| !s.expose().is_empty()),
+            alertmanager_token: raw
+                .sources
+                .alertmanager
+                .token
+                .filter(|s| !s.expose().is_empty()),
             github,
         })
     }
@@ -493,6 +506,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("matcher.normalize"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_matches_the_defaults() {
+        let example = Config::from_toml(include_str!("../runlink.example.toml")).unwrap();
+        let defaults = Config::from_toml("").unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn pacing_keys_are_read_per_destination() {
+        let config = Config::from_toml(
+            "[destinations.github]\nrate_per_sec = 5.5\nburst = 3\nconcurrency = 7",
+        )
+        .unwrap();
+        let pacing = config.github.unwrap().pacing;
+        assert_eq!(
+            (pacing.rate_per_sec, pacing.burst, pacing.concurrency),
+            (5.5, 3, 7)
+        );
+        let err = Config::from_toml("[destinations.github]\nrate_per_sec = 0").unwrap_err();
+        assert!(err.to_string().contains("destinations.github"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Github,
+    Alertmanager,
     /// Typed in by a person: `runlink match`, `explain`, `test`.
     Manual,
 }
@@ -20,6 +21,7 @@ impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Github => "github",
+            SourceKind::Alertmanager => "alertmanager",
             SourceKind::Manual => "manual",
         }
     }

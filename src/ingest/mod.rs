@@ -3,6 +3,7 @@
 //! hand it to the pipeline. The answer tells the sender what to do next: 2xx only once the
 //! ticket is durable, 4xx for "do not retry", 503 + `Retry-After` for "try again later".
 
+pub mod alertmanager;
 pub mod github;
 pub mod manual;
 

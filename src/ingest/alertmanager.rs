@@ -1,0 +1,291 @@
+//! Prometheus Alertmanager webhooks (payload version 4). Each firing alert of a notification
+//! becomes a ticket; resolved alerts are recorded in the audit log and not enriched.
+//! Alertmanager has no place to comment on, so an alert is answered where its
+//! `github_issue` annotation (`owner/repo#123`) points; without one it is matched and
+//! recorded only.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{IngestError, parse_json, read_body};
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::outbox::AcceptOutcome;
+use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
+
+/// The annotation that names the GitHub issue an alert's enrichment goes to.
+pub const REPLY_ANNOTATION: &str = "github_issue";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Notification {
+    version: String,
+    group_key: String,
+    alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Alert {
+    status: AlertStatus,
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    starts_at: String,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: Option<String>,
+    fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+#[derive(Serialize)]
+struct Ack {
+    status: &'static str,
+    accepted: usize,
+    duplicates: usize,
+    resolved: usize,
+}
+
+/// `owner/repo#123` -> a GitHub issue target.
+fn parse_issue_ref(raw: &str) -> Option<ReplyTarget> {
+    let (repo_path, number) = raw.trim().rsplit_once('#')?;
+    let (owner, repo) = repo_path.split_once('/')?;
+    let number = number.parse().ok()?;
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (valid(owner) && valid(repo)).then(|| ReplyTarget::GithubIssue {
+        owner: owner.to_string(),
+        repo: repo.to_string(),
+        number,
+    })
+}
+
+/// The PromQL of the rule, from the `g0.expr` parameter of the generator URL.
+fn expr_from_generator(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "g0.expr")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Constant-time comparison, so a wrong token's timing says nothing about the right one.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn verify(req: &HttpRequest, state: &AppState) -> Result<(), IngestError> {
+    let Some(token) = &state.alertmanager_token else {
+        return Ok(());
+    };
+    let header = super::header(req, "Authorization")?
+        .ok_or(IngestError::MissingSignature("Authorization"))?;
+    let given = header
+        .strip_prefix("Bearer ")
+        .ok_or(IngestError::BadSignature("Authorization"))?;
+    if same(given.trim().as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(IngestError::BadSignature("Authorization"))
+    }
+}
+
+impl Alert {
+    fn into_ticket(self, group_key: &str) -> Result<Ticket, IngestError> {
+        let invalid = |field: &str, e: crate::ticket::InvalidId| IngestError::InvalidField {
+            field: field.to_string(),
+            message: e.to_string(),
+        };
+        let alertname = self.labels.get("alertname").cloned();
+        let id = TicketId::parse(format!(
+            "alertmanager:{}@{}",
+            self.fingerprint, self.starts_at
+        ))
+        .map_err(|e| invalid("alerts.fingerprint", e))?;
+        // The dedup key the sender's retries share: group, alert identity, firing start.
+        let mut hash = Sha256::new();
+        for part in [group_key, &self.fingerprint, &self.starts_at] {
+            hash.update(part.as_bytes());
+            hash.update([0u8]);
+        }
+        let delivery = DeliveryId::parse(hex::encode(&hash.finalize()[..16]))
+            .map_err(|e| invalid("groupKey", e))?;
+        let title = self
+            .annotations
+            .get("summary")
+            .or(alertname.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        let body = self
+            .annotations
+            .get("description")
+            .cloned()
+            .unwrap_or_default();
+        let reply = self
+            .annotations
+            .get(REPLY_ANNOTATION)
+            .and_then(|r| parse_issue_ref(r));
+        Ok(Ticket {
+            id,
+            source: SourceKind::Alertmanager,
+            delivery,
+            title,
+            body,
+            query: self.generator_url.as_deref().and_then(expr_from_generator),
+            labels: self.labels,
+            annotations: self.annotations,
+            alertname,
+            reply,
+        })
+    }
+}
+
+#[tracing::instrument(skip_all, fields(source = "alertmanager"))]
+pub async fn webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
+    super::guarded("alertmanager", &state, handle(req, payload, &state)).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, &'static str), IngestError> {
+    verify(&req, state)?;
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let notification: Notification = parse_json(&body)?;
+    if notification.version != "4" {
+        return Err(IngestError::InvalidField {
+            field: "version".into(),
+            message: format!(
+                "unsupported version `{}` (expected 4)",
+                notification.version
+            ),
+        });
+    }
+    // Parse every alert before storing any, so a malformed one refuses the whole
+    // notification and Alertmanager's retry carries it again.
+    let mut firing = Vec::new();
+    let mut resolved = Vec::new();
+    for (i, alert) in notification.alerts.into_iter().enumerate() {
+        if alert.fingerprint.trim().is_empty() {
+            return Err(IngestError::InvalidField {
+                field: format!("alerts[{i}].fingerprint"),
+                message: "is empty".into(),
+            });
+        }
+        let status = alert.status;
+        let ticket = alert.into_ticket(&notification.group_key)?;
+        match status {
+            AlertStatus::Firing => firing.push(ticket),
+            AlertStatus::Resolved => resolved.push(ticket),
+        }
+    }
+    let mut ack = Ack {
+        status: "accepted",
+        accepted: 0,
+        duplicates: 0,
+        resolved: resolved.len(),
+    };
+    for ticket in &resolved {
+        let event = AuditEvent::Resolved {
+            source: "alertmanager".into(),
+            alertname: ticket.alertname.clone().unwrap_or_default(),
+        };
+        state
+            .pipeline
+            .store
+            .record(Some(&ticket.id), event)
+            .await
+            .map_err(|e| IngestError::Unavailable(e.into()))?;
+    }
+    // Accepted concurrently: they share group commits instead of one fsync each.
+    let outcomes = futures::future::join_all(
+        firing
+            .into_iter()
+            .map(|ticket| state.pipeline.accept(ticket)),
+    )
+    .await;
+    for outcome in outcomes {
+        match outcome.map_err(IngestError::Unavailable)? {
+            AcceptOutcome::Stored => ack.accepted += 1,
+            _ => ack.duplicates += 1,
+        }
+    }
+    let (status, word) = if ack.accepted > 0 {
+        (actix_web::http::StatusCode::ACCEPTED, "accepted")
+    } else if ack.duplicates > 0 {
+        ack.status = "duplicate";
+        (actix_web::http::StatusCode::OK, "duplicate")
+    } else {
+        ack.status = "recorded";
+        (actix_web::http::StatusCode::OK, "ignored")
+    };
+    Ok((HttpResponse::build(status).json(ack), word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_references_are_parsed_strictly() {
+        assert_eq!(
+            parse_issue_ref("acme/ops#12"),
+            Some(ReplyTarget::GithubIssue {
+                owner: "acme".into(),
+                repo: "ops".into(),
+                number: 12
+            })
+        );
+        assert_eq!(parse_issue_ref("acme/ops"), None);
+        assert_eq!(parse_issue_ref("acme#12"), None);
+        assert_eq!(parse_issue_ref("ac me/ops#1"), None);
+    }
+
+    #[test]
+    fn the_rule_expression_comes_from_the_generator_url() {
+        assert_eq!(
+            expr_from_generator("http://prom:9090/graph?g0.expr=up+%3D%3D+0&g0.tab=1").as_deref(),
+            Some("up == 0")
+        );
+        assert_eq!(expr_from_generator("not a url"), None);
+    }
+
+    #[test]
+    fn a_captured_notification_becomes_tickets() {
+        let body = include_str!("../../tests/fixtures/alertmanager-firing.json");
+        let n: Notification = parse_json(body.as_bytes()).unwrap();
+        let group = n.group_key.clone();
+        let ticket = n
+            .alerts
+            .into_iter()
+            .next()
+            .unwrap()
+            .into_ticket(&group)
+            .unwrap();
+        assert_eq!(ticket.alertname.as_deref(), Some("HighErrorRate"));
+        assert_eq!(ticket.title, "Error rate above 5%");
+        assert!(
+            ticket
+                .id
+                .as_str()
+                .starts_with("alertmanager:40a5816a039039f7@")
+        );
+        assert_eq!(ticket.delivery.as_str().len(), 32);
+    }
+}
