@@ -9,9 +9,9 @@
 //! lost, duplicates, time to accept the burst, time to drain against the ideal N/R, requests
 //! that arrived inside a Retry-After window runlink had already been given, and peak RSS.
 //!
-//! `ingest`: durable webhooks per second (runlink, delivery worker off) side by side with an
-//! actix-web handler that decodes the same body and stores nothing, then ack latency at a
-//! steady 1,000 requests per second.
+//! `ingest`: durable Alertmanager notifications per second (runlink, delivery worker off, each
+//! alert matched, rendered and queued) side by side with an actix-web handler that decodes the
+//! same body and stores nothing, then ack latency at a steady 1,000 requests per second.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -57,6 +57,30 @@ fn issue(n: u64) -> String {
         "issue": {"number": n, "title": title, "body": "Opened by the alerting bridge after datacenter failback.", "labels": [{"name": "alert"}]},
         "repository": {"name": "ops", "full_name": "acme/ops", "owner": {"login": "acme"}},
         "sender": {"login": "alertbot", "type": "Bot"}
+    })
+    .to_string()
+}
+
+/// A realistic Alertmanager v4 notification (the shape a real Alertmanager sends), one firing
+/// alert, unique per `n`, answered on a GitHub issue.
+fn alertmanager_body(n: u64) -> String {
+    serde_json::json!({
+        "receiver": "runlink", "status": "firing", "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"HighErrorRate\",instance=\"web-{n}\"}}"),
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"},
+        "commonAnnotations": {"summary": "Error rate above 5%"},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "HighErrorRate", "instance": format!("10.0.{}.{}:8080", n / 250 % 250, n % 250), "service": "checkout", "severity": "critical"},
+            "annotations": {"summary": "Error rate above 5%", "description": format!("5xx ratio on web-{n} is 7.3% over the last 5 minutes"), "github_issue": format!("acme/ops#{n}")},
+            "startsAt": "2026-11-23T19:40:30.109910513Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=sum%28rate%28http_requests_total%7Bcode%3D~%225..%22%7D%5B5m%5D%29%29+%2F+sum%28rate%28http_requests_total%5B5m%5D%29%29+%3E+0.05&g0.tab=1",
+            "fingerprint": format!("{n:016x}")
+        }]
     })
     .to_string()
 }
@@ -356,23 +380,30 @@ async fn storm(args: &[String]) {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
-struct Issue {
-    number: u64,
-    title: String,
-    body: Option<String>,
+struct NoopAlert {
+    status: String,
+    labels: HashMap<String, String>,
+    annotations: HashMap<String, String>,
+    starts_at: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: String,
+    fingerprint: String,
 }
 
 #[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
-struct Event {
-    action: String,
-    issue: Issue,
+struct NoopNotification {
+    version: String,
+    group_key: String,
+    alerts: Vec<NoopAlert>,
 }
 
 /// The baseline: decodes the same body, stores nothing.
 async fn noop(body: web::Bytes) -> HttpResponse {
-    match serde_json::from_slice::<Event>(&body) {
+    match serde_json::from_slice::<NoopNotification>(&body) {
         Ok(_) => HttpResponse::Accepted().finish(),
         Err(_) => HttpResponse::BadRequest().finish(),
     }
@@ -397,13 +428,11 @@ async fn throughput(
             let mut i = 0u64;
             while Instant::now() < until {
                 let n = offset + c * 10_000_000 + i;
-                let body = issue(n);
                 let ok = client
                     .post(&url)
-                    .header("X-GitHub-Event", "issues")
-                    .header("X-GitHub-Delivery", format!("ingest-{n}"))
-                    .header("X-Hub-Signature-256", sign(&body))
-                    .body(body)
+                    .header("Content-Type", "application/json")
+                    .bearer_auth(SECRET)
+                    .body(alertmanager_body(n))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
@@ -426,7 +455,7 @@ async fn ingest(args: &[String]) {
     let noop_port = free_port();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            HttpServer::new(|| App::new().route("/webhooks/github", web::post().to(noop)))
+            HttpServer::new(|| App::new().route("/webhooks/alertmanager", web::post().to(noop)))
                 .disable_signals()
                 .bind(("127.0.0.1", noop_port))
                 .unwrap()
@@ -440,7 +469,9 @@ async fn ingest(args: &[String]) {
     let mut server = start_runlink(
         dir.path(),
         port,
-        "[outbox]\nworker = false\nhigh_water = 100000000\n[destinations.github]\napi_url = \"http://127.0.0.1:9\"\n",
+        &format!(
+            "[outbox]\nworker = false\nhigh_water = 100000000\n[sources.alertmanager]\ntoken = \"{SECRET}\"\n[destinations.github]\napi_url = \"http://127.0.0.1:9\"\n"
+        ),
     );
     let client = runlink::deliver::http_client(Duration::from_secs(30)).unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -480,18 +511,17 @@ async fn ingest(args: &[String]) {
     while started.elapsed() < Duration::from_secs(seconds) {
         ticker.tick().await;
         let client = client.clone();
-        let url = format!("{base}/webhooks/github");
+        let url = format!("{base}/webhooks/alertmanager");
         let latencies = latencies.clone();
         let n = 2_000_000_000 + i;
         i += 1;
         tasks.push(tokio::spawn(async move {
-            let body = issue(n);
+            let body = alertmanager_body(n);
             let t = Instant::now();
             let ok = client
                 .post(url)
-                .header("X-GitHub-Event", "issues")
-                .header("X-GitHub-Delivery", format!("lat-{n}"))
-                .header("X-Hub-Signature-256", sign(&body))
+                .header("Content-Type", "application/json")
+                .bearer_auth(SECRET)
                 .body(body)
                 .send()
                 .await

@@ -7,12 +7,12 @@
 //! behind a second connection.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
@@ -77,7 +77,7 @@ type Job = (Accepted, oneshot::Sender<Result<AcceptOutcome, StoreError>>);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    writer: mpsc::SyncSender<Job>,
+    writer: mpsc::Sender<Job>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -99,14 +99,34 @@ impl SqliteStore {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let writer_conn = open_connection(path)?;
-        let (writer, jobs) = mpsc::sync_channel::<Job>(GROUP_MAX * 4);
+        // Checkpoints run beside the writer, not inside its commits: an automatic checkpoint
+        // would stall every request of the group that triggered it.
+        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoint_conn = open_connection(path)?;
+        let (writer, jobs) = mpsc::channel::<Job>(GROUP_MAX * 4);
+        let spawn_err = |source| StoreError::Dir {
+            path: "store thread".into(),
+            source,
+        };
         std::thread::Builder::new()
             .name("runlink-store-writer".into())
             .spawn(move || group_commit_loop(writer_conn, jobs))
-            .map_err(|source| StoreError::Dir {
-                path: "writer thread".into(),
-                source,
-            })?;
+            .map_err(spawn_err)?;
+        let alive = writer.downgrade();
+        std::thread::Builder::new()
+            .name("runlink-store-checkpoint".into())
+            .spawn(move || {
+                // Runs while the store is in use; a PASSIVE checkpoint never blocks writers.
+                while alive.upgrade().is_some() {
+                    std::thread::sleep(Duration::from_millis(500));
+                    if let Err(error) =
+                        checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                    {
+                        tracing::warn!(%error, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(spawn_err)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             writer,
@@ -157,8 +177,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 /// Takes every accept that is waiting, writes them in one transaction (each in its own
 /// savepoint, so one bad record fails alone), commits once, then answers them all.
-fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
+fn group_commit_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.blocking_recv() {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
             match jobs.try_recv() {
@@ -217,19 +237,20 @@ fn accept_one(
     now: i64,
 ) -> Result<AcceptOutcome, StoreError> {
     let ticket = &accepted.ticket;
-    let inserted = tx.execute(
-        "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (source, delivery_id) DO NOTHING",
-        params![
+        )?
+        .execute(params![
             ticket.source.as_str(),
             ticket.delivery.as_str(),
             ticket.id.as_str(),
             accepted.signature_key,
             now,
             serde_json::to_string(ticket)?,
-        ],
-    )?;
+        ])?;
     let ticket_id = Some(ticket.id.as_str());
     if inserted == 0 {
         insert_audit(
@@ -249,11 +270,9 @@ fn accept_one(
     let Some(delivery) = &accepted.delivery else {
         return Ok(AcceptOutcome::Stored);
     };
-    let exists: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = ?1)",
-        [&delivery.delivery_key],
-        |r| r.get(0),
-    )?;
+    let exists: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = ?1)")?
+        .query_row([&delivery.delivery_key], |r| r.get(0))?;
     if exists {
         insert_audit(
             tx,
@@ -265,11 +284,9 @@ fn accept_one(
         )?;
         return Ok(AcceptOutcome::AlreadyEnriched);
     }
-    let existing: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM outbox WHERE ticket_id = ?1",
-        [ticket.id.as_str()],
-        |r| r.get(0),
-    )?;
+    let existing: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE ticket_id = ?1")?
+        .query_row([ticket.id.as_str()], |r| r.get(0))?;
     if existing >= i64::from(accepted.max_per_ticket) {
         insert_audit(
             tx,
@@ -284,19 +301,19 @@ fn accept_one(
         )?;
         return Ok(AcceptOutcome::CapReached);
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
                              next_attempt_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
-        params![
-            delivery.delivery_key,
-            ticket.id.as_str(),
-            delivery.destination,
-            serde_json::to_string(&delivery.target)?,
-            delivery.body,
-            now,
-        ],
-    )?;
+    )?
+    .execute(params![
+        delivery.delivery_key,
+        ticket.id.as_str(),
+        delivery.destination,
+        serde_json::to_string(&delivery.target)?,
+        delivery.body,
+        now,
+    ])?;
     insert_audit(
         tx,
         now,
@@ -315,10 +332,13 @@ fn insert_audit(
     ticket: Option<&str>,
     event: &AuditEvent,
 ) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![at, ticket, event.kind(), serde_json::to_string(event)?],
-    )?;
+    tx.prepare_cached("INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![
+            at,
+            ticket,
+            event.kind(),
+            serde_json::to_string(event)?
+        ])?;
     Ok(())
 }
 
@@ -343,15 +363,12 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
 impl Store for SqliteStore {
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.clone();
         // The channel is bounded: under a burst, senders wait here for room (backpressure
-        // towards the HTTP layer), on a blocking thread so the executor keeps serving.
-        let sent = tokio::task::spawn_blocking(move || writer.send((accepted, reply)).is_ok())
+        // towards the HTTP layer).
+        self.writer
+            .send((accepted, reply))
             .await
-            .map_err(|e| StoreError::Join(e.to_string()))?;
-        if !sent {
-            return Err(StoreError::Join("store writer stopped".into()));
-        }
+            .map_err(|_| StoreError::Join("store writer stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Join("store writer stopped".into()))?
