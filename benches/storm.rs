@@ -480,7 +480,7 @@ async fn ingest(args: &[String]) {
 
     let baseline = throughput(
         &client,
-        &format!("http://127.0.0.1:{noop_port}/webhooks/github"),
+        &format!("http://127.0.0.1:{noop_port}/webhooks/alertmanager"),
         seconds,
         clients,
         0,
@@ -488,13 +488,13 @@ async fn ingest(args: &[String]) {
     .await;
     let durable = throughput(
         &client,
-        &format!("{base}/webhooks/github"),
+        &format!("{base}/webhooks/alertmanager"),
         seconds,
         clients,
         1_000_000_000,
     )
     .await;
-    println!("ingest: {clients} clients, {seconds} s each");
+    println!("ingest: Alertmanager v4 notifications, {clients} clients, {seconds} s each");
     println!("no-op actix handler           {baseline:.0} webhooks/s");
     println!("runlink, durable              {durable:.0} webhooks/s");
     println!(

@@ -281,20 +281,20 @@ concurrency = 4
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let mut server = start_server(&config_path);
+    let server = Arc::new(std::sync::Mutex::new(start_server(&config_path)));
     wait_healthy(&client, &base).await;
 
     const N: u64 = 300;
     let answered = Arc::new(AtomicUsize::new(0));
-    let pid = server.id();
     let killer = {
         let answered = answered.clone();
+        let server = server.clone();
         tokio::spawn(async move {
             while answered.load(Ordering::SeqCst) < 120 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            // SIGKILL: no shutdown hook runs.
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            // `Child::kill` is SIGKILL on Unix: no shutdown hook runs.
+            server.lock().unwrap().kill().unwrap();
         })
     };
     let outcomes: Vec<(u64, Result<u16, String>)> = futures::stream::iter(0..N)
@@ -326,7 +326,7 @@ concurrency = 4
         .collect()
         .await;
     killer.await.unwrap();
-    let _ = server.wait();
+    let _ = server.lock().unwrap().wait();
 
     let accepted: Vec<u64> = outcomes
         .iter()

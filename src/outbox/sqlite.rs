@@ -72,7 +72,38 @@ CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
 /// How many accepts one group commit takes at most.
 const GROUP_MAX: usize = 512;
 
-type Job = (Accepted, oneshot::Sender<Result<AcceptOutcome, StoreError>>);
+type Job = (Prepared, oneshot::Sender<Result<AcceptOutcome, StoreError>>);
+
+/// An accept with its JSON already serialized: that work happens on the request's own
+/// thread, so the single writer thread only runs SQL.
+struct Prepared {
+    accepted: Accepted,
+    ticket_json: String,
+    events: Vec<(&'static str, String)>,
+    target_json: Option<String>,
+}
+
+impl Prepared {
+    fn new(accepted: Accepted) -> Result<Self, StoreError> {
+        let ticket_json = serde_json::to_string(&accepted.ticket)?;
+        let events = accepted
+            .events
+            .iter()
+            .map(|e| Ok((e.kind(), serde_json::to_string(e)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        let target_json = accepted
+            .delivery
+            .as_ref()
+            .map(|d| serde_json::to_string(&d.target))
+            .transpose()?;
+        Ok(Prepared {
+            accepted,
+            ticket_json,
+            events,
+            target_json,
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -212,9 +243,9 @@ fn write_group(
     let now = now_ms();
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(group.len());
-    for (accepted, _) in group {
+    for (prepared, _) in group {
         let mut sp = tx.savepoint()?;
-        match accept_one(&sp, accepted, now) {
+        match accept_one(&sp, prepared, now) {
             Ok(outcome) => {
                 sp.commit()?;
                 outcomes.push(Ok(outcome));
@@ -233,9 +264,10 @@ fn write_group(
 
 fn accept_one(
     tx: &rusqlite::Savepoint<'_>,
-    accepted: &Accepted,
+    prepared: &Prepared,
     now: i64,
 ) -> Result<AcceptOutcome, StoreError> {
+    let accepted = &prepared.accepted;
     let ticket = &accepted.ticket;
     let inserted = tx
         .prepare_cached(
@@ -249,7 +281,7 @@ fn accept_one(
             ticket.id.as_str(),
             accepted.signature_key,
             now,
-            serde_json::to_string(ticket)?,
+            prepared.ticket_json,
         ])?;
     let ticket_id = Some(ticket.id.as_str());
     if inserted == 0 {
@@ -264,8 +296,8 @@ fn accept_one(
         )?;
         return Ok(AcceptOutcome::DuplicateDelivery);
     }
-    for event in &accepted.events {
-        insert_audit(tx, now, ticket_id, event)?;
+    for (kind, detail) in &prepared.events {
+        insert_audit_raw(tx, now, ticket_id, kind, detail)?;
     }
     let Some(delivery) = &accepted.delivery else {
         return Ok(AcceptOutcome::Stored);
@@ -310,7 +342,7 @@ fn accept_one(
         delivery.delivery_key,
         ticket.id.as_str(),
         delivery.destination,
-        serde_json::to_string(&delivery.target)?,
+        prepared.target_json.as_deref().unwrap_or("null"),
         delivery.body,
         now,
     ])?;
@@ -324,6 +356,18 @@ fn accept_one(
         },
     )?;
     Ok(AcceptOutcome::Stored)
+}
+
+fn insert_audit_raw(
+    tx: &Connection,
+    at: i64,
+    ticket: Option<&str>,
+    kind: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![at, ticket, kind, detail])?;
+    Ok(())
 }
 
 fn insert_audit(
@@ -362,11 +406,12 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
+        let prepared = Prepared::new(accepted)?;
         let (reply, answer) = oneshot::channel();
         // The channel is bounded: under a burst, senders wait here for room (backpressure
         // towards the HTTP layer).
         self.writer
-            .send((accepted, reply))
+            .send((prepared, reply))
             .await
             .map_err(|_| StoreError::Join("store writer stopped".into()))?;
         answer
