@@ -269,7 +269,17 @@ impl Matcher {
         limit: usize,
     ) -> Result<Vec<TextHit>, SearchError> {
         let index = &self.index;
-        let terms = index.query_terms(&signature.search_text());
+        let mut terms = index.query_terms(&signature.search_text());
+        // A long ticket body would make a query of hundreds of terms; the most informative
+        // ones decide the ranking, the rest only cost time.
+        if terms.len() > MAX_QUERY_TERMS {
+            let mut by_idf: Vec<(f32, usize)> =
+                terms.iter().enumerate().map(|(i, t)| (index.idf(t), i)).collect();
+            by_idf.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut keep: Vec<usize> = by_idf[..MAX_QUERY_TERMS].iter().map(|(_, i)| *i).collect();
+            keep.sort_unstable();
+            terms = keep.into_iter().map(|i| terms[i].clone()).collect();
+        }
 
         let mut weighted: Vec<(String, f32)> = terms.iter().map(|t| (t.clone(), 1.0)).collect();
         for term in index.query_terms(&signature.metric_text()) {
@@ -342,6 +352,8 @@ impl Matcher {
     }
 }
 
+/// The most query terms a text search uses (by idf).
+const MAX_QUERY_TERMS: usize = 24;
 /// How many BM25 hits the re-ranker looks at.
 const RERANK_POOL: usize = 20;
 /// Re-ranking weights, set by `runlink eval` on the development sets (see README): the

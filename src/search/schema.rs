@@ -29,12 +29,14 @@ pub struct Fields {
 impl Fields {
     /// The searchable text fields with their default boosts: a word in the alarm's own name
     /// says far more about the runbook than the same word somewhere in its body.
-    pub fn weighted(&self) -> [(Field, f32); 5] {
+    ///
+    /// Headings are indexed (they are in the body text too) but not queried separately:
+    /// runbooks share the same few headings, so the field separated nothing in evaluation.
+    pub fn weighted(&self) -> [(Field, f32); 4] {
         [
             (self.name, 4.0),
             (self.title, 2.5),
             (self.meaning, 2.5),
-            (self.headings, 1.0),
             (self.body, 0.6),
         ]
     }
