@@ -273,8 +273,11 @@ impl Matcher {
         // A long ticket body would make a query of hundreds of terms; the most informative
         // ones decide the ranking, the rest only cost time.
         if terms.len() > MAX_QUERY_TERMS {
-            let mut by_idf: Vec<(f32, usize)> =
-                terms.iter().enumerate().map(|(i, t)| (index.idf(t), i)).collect();
+            let mut by_idf: Vec<(f32, usize)> = terms
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (index.idf(t), i))
+                .collect();
             by_idf.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             let mut keep: Vec<usize> = by_idf[..MAX_QUERY_TERMS].iter().map(|(_, i)| *i).collect();
             keep.sort_unstable();

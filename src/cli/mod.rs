@@ -2,6 +2,8 @@
 //! print results.
 
 mod eval;
+mod explain;
+mod lint;
 mod match_cmd;
 mod outbox;
 
@@ -43,6 +45,15 @@ enum Command {
     ///
     /// Example: runlink eval --runbooks runbooks/ --cases alerts.jsonl --drop-alertname
     Eval(eval::EvalArgs),
+    /// Check runbooks: front matter, regexes, duplicate alarm claims, shadowing rules, missing
+    /// first steps, broken relative links, duplicate titles, unverified destructive steps.
+    ///
+    /// Example: runlink lint --runbooks runbooks/
+    Lint(lint::LintArgs),
+    /// Why does this ticket match that runbook? Signature, candidates, scores, decision.
+    ///
+    /// Example: runlink explain ticket.json --runbooks runbooks/   |   runlink explain - --source github < event.json
+    Explain(explain::ExplainArgs),
     /// Inspect the outbox and re-queue dead letters.
     Outbox(outbox::OutboxArgs),
     /// Exit 0 when the server answers 2xx on its health URL (for container health checks).
@@ -61,6 +72,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Health { url } => health(&url),
         Command::Outbox(args) => outbox::run(args),
+        Command::Lint(args) => lint::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
 

@@ -85,6 +85,21 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The first firing alert of a notification as a ticket, for tools like `runlink explain`.
+pub fn parse_first_firing(body: &[u8]) -> Result<Ticket, IngestError> {
+    let notification: Notification = parse_json(body)?;
+    let group_key = notification.group_key;
+    notification
+        .alerts
+        .into_iter()
+        .find(|a| a.status == AlertStatus::Firing)
+        .ok_or_else(|| IngestError::InvalidField {
+            field: "alerts".into(),
+            message: "has no firing alert".into(),
+        })?
+        .into_ticket(&group_key)
+}
+
 fn verify(req: &HttpRequest, state: &AppState) -> Result<(), IngestError> {
     let Some(token) = &state.alertmanager_token else {
         return Ok(());

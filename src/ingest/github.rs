@@ -60,6 +60,44 @@ fn labels(raw: &[Label]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The ticket an `issues` event describes (any action), for tools like `runlink explain`.
+pub fn parse_ticket(body: &[u8], delivery: &str) -> Result<Ticket, IngestError> {
+    let event: IssuesEvent = parse_json(body)?;
+    ticket_from(event, delivery)
+}
+
+fn ticket_from(event: IssuesEvent, delivery: &str) -> Result<Ticket, IngestError> {
+    let delivery = DeliveryId::parse(delivery).map_err(|e| IngestError::BadHeader {
+        header: DELIVERY,
+        message: e.to_string(),
+    })?;
+    let owner = event.repository.owner.login;
+    let repo = event.repository.name;
+    let id =
+        TicketId::parse(format!("github:{owner}/{repo}#{}", event.issue.number)).map_err(|e| {
+            IngestError::InvalidField {
+                field: "repository".into(),
+                message: e.to_string(),
+            }
+        })?;
+    Ok(Ticket {
+        id,
+        source: SourceKind::Github,
+        delivery,
+        title: event.issue.title,
+        body: event.issue.body.unwrap_or_default(),
+        labels: labels(&event.issue.labels),
+        annotations: BTreeMap::new(),
+        alertname: None,
+        reply: Some(ReplyTarget::GithubIssue {
+            owner,
+            repo,
+            number: event.issue.number,
+        }),
+        query: None,
+    })
+}
+
 fn verify(req: &HttpRequest, state: &AppState, body: &[u8]) -> Result<(), IngestError> {
     let Some(secret) = &state.github_secret else {
         return Ok(());
@@ -114,36 +152,11 @@ async fn handle(
             "ignored",
         ));
     }
-    let body_text = event.issue.body.unwrap_or_default();
-    if is_runlink_text(&body_text) {
+    if event.issue.body.as_deref().is_some_and(is_runlink_text) {
         return Ok((ignored_response("issue was written by runlink"), "ignored"));
     }
-    let owner = event.repository.owner.login;
-    let repo = event.repository.name;
-    let id =
-        TicketId::parse(format!("github:{owner}/{repo}#{}", event.issue.number)).map_err(|e| {
-            IngestError::InvalidField {
-                field: "repository".into(),
-                message: e.to_string(),
-            }
-        })?;
-    tracing::Span::current().record("ticket", id.as_str());
-    let ticket = Ticket {
-        id,
-        source: SourceKind::Github,
-        delivery,
-        title: event.issue.title,
-        body: body_text,
-        labels: labels(&event.issue.labels),
-        annotations: BTreeMap::new(),
-        alertname: None,
-        reply: Some(ReplyTarget::GithubIssue {
-            owner,
-            repo,
-            number: event.issue.number,
-        }),
-        query: None,
-    };
+    let ticket = ticket_from(event, delivery.as_str())?;
+    tracing::Span::current().record("ticket", ticket.id.as_str());
     let ticket_id = ticket.id.to_string();
     let outcome = state
         .pipeline

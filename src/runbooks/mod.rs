@@ -4,6 +4,7 @@
 //! to start over one typo helps nobody during an incident.
 
 pub mod front_matter;
+pub mod lint;
 pub mod markdown;
 
 use std::fmt;
@@ -63,6 +64,8 @@ pub struct Runbook {
     pub meaning: String,
     pub headings: Vec<String>,
     pub body: String,
+    /// Front-matter keys runlink does not know (Hugo's, or typos); `runlink lint` reports them.
+    pub extra_keys: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +197,11 @@ impl Runbook {
 
         let alarms = if front.alarms.is_empty() {
             let mut names = vec![stem.clone()];
-            if let Some(h1) = doc.h1.as_deref().filter(|h| is_identifier(h) && *h != stem) {
+            if let Some(h1) = doc
+                .h1
+                .as_deref()
+                .filter(|h| is_identifier(h) && !h.eq_ignore_ascii_case(&stem))
+            {
                 names.push(h1.to_string());
             }
             names
@@ -287,6 +294,7 @@ impl Runbook {
             meaning,
             headings: doc.sections.iter().map(|s| s.heading.clone()).collect(),
             body: doc.text,
+            extra_keys: front.other.keys().cloned().collect(),
         })
     }
 
