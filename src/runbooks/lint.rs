@@ -68,6 +68,8 @@ static SECOND_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)second person|two-person|four[- ]eyes|another engineer|pair with|peer[- ]review|second pair of eyes|have someone (check|verify|confirm)")
         .unwrap()
 });
+/// "... at line 3 column 1" in YAML errors; the front matter starts on the file's line 2.
+static ERROR_LINE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"line (\d+)").unwrap());
 static LINK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\]\(([^)\s]+)\)").unwrap());
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -122,9 +124,8 @@ pub fn lint(corpus: &Corpus) -> Vec<Finding> {
     let mut findings = Vec::new();
     for error in &corpus.errors {
         let message = error.error.to_string();
-        let line = regex::Regex::new(r"line (\d+)")
-            .ok()
-            .and_then(|re| re.captures(&message))
+        let line = ERROR_LINE
+            .captures(&message)
             .and_then(|c| c[1].parse::<usize>().ok())
             .map(|l| l + 1);
         findings.push(Finding {
