@@ -164,3 +164,47 @@ fn a_bad_config_stops_with_a_message_naming_the_key() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn golden_cases_of_the_bundled_runbooks_pass() {
+    let runbooks = repo_path("index/runbooks");
+    let out = runlink(&["test", "--runbooks", runbooks.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(" passed, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_failing_golden_case_fails_the_run_with_its_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "- name: wrong on purpose\n  ticket: { title: \"[FIRING:1] KubePodCrashLooping\" }\n  expect: host/disk-full.md\n",
+    )
+    .unwrap();
+    let runbooks = repo_path("index/runbooks");
+    let out = runlink(
+        &[
+            "test",
+            cases.to_str().unwrap(),
+            "--runbooks",
+            runbooks.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("expected host/disk-full.md, got kubernetes/pod-crash-looping.md"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1. kubernetes/pod-crash-looping.md"),
+        "{stdout}"
+    );
+}

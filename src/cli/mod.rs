@@ -3,6 +3,7 @@
 
 mod eval;
 mod explain;
+mod golden;
 mod lint;
 mod match_cmd;
 mod outbox;
@@ -54,6 +55,10 @@ enum Command {
     ///
     /// Example: runlink explain ticket.json --runbooks runbooks/   |   runlink explain - --source github < event.json
     Explain(explain::ExplainArgs),
+    /// Run golden cases (tickets and the runbook each must match, or `none`).
+    ///
+    /// Example: runlink test --runbooks runbooks/   (reads runbooks/runlink-tests.yaml)
+    Test(golden::TestArgs),
     /// Inspect the outbox and re-queue dead letters.
     Outbox(outbox::OutboxArgs),
     /// Exit 0 when the server answers 2xx on its health URL (for container health checks).
@@ -73,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health { url } => health(&url),
         Command::Outbox(args) => outbox::run(args),
         Command::Lint(args) => lint::run(args),
+        Command::Test(args) => golden::run(args),
         Command::Explain(args) => explain::run(args),
     }
 }
