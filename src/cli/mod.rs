@@ -4,6 +4,7 @@
 mod eval;
 mod explain;
 mod golden;
+mod history;
 mod lint;
 mod match_cmd;
 mod outbox;
@@ -59,6 +60,19 @@ enum Command {
     ///
     /// Example: runlink test --runbooks runbooks/   (reads runbooks/runlink-tests.yaml)
     Test(golden::TestArgs),
+    /// What runlink received, decided and posted.
+    ///
+    /// Example: runlink audit --ticket 'github:acme/ops#12'   |   runlink audit --since 24h --json
+    Audit(history::AuditArgs),
+    /// Alarm signatures that got no confident runbook, most tickets first: what to write next.
+    ///
+    /// Example: runlink coverage --since 30d
+    Coverage(history::CoverageArgs),
+    /// Re-match recorded tickets against a candidate corpus and list every decision that
+    /// would change: the canary for a rule change.
+    ///
+    /// Example: runlink replay --runbooks ../runbooks-branch --since 7d
+    Replay(history::ReplayArgs),
     /// Inspect the outbox and re-queue dead letters.
     Outbox(outbox::OutboxArgs),
     /// Exit 0 when the server answers 2xx on its health URL (for container health checks).
@@ -79,6 +93,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Outbox(args) => outbox::run(args),
         Command::Lint(args) => lint::run(args),
         Command::Test(args) => golden::run(args),
+        Command::Audit(args) => history::audit(args),
+        Command::Coverage(args) => history::coverage(args),
+        Command::Replay(args) => history::replay(args),
         Command::Explain(args) => explain::run(args),
     }
 }

@@ -78,6 +78,13 @@ pub struct OutboxItem {
     pub created_ms: i64,
 }
 
+/// A ticket as it was received and stored.
+#[derive(Debug, Clone)]
+pub struct StoredTicket {
+    pub received_ms: i64,
+    pub ticket: Ticket,
+}
+
 /// An outbox row as the operator tools show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutboxRow {
@@ -168,6 +175,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         state: Option<ItemState>,
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Tickets received since `since_ms`, oldest first (for `runlink replay`).
+    async fn tickets_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredTicket>, StoreError>;
 
     /// Puts dead letters back in the queue, due now, with a fresh attempt count; returns how
     /// many were requeued.

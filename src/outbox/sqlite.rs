@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
-    Settle, Store, StoreError, now_ms,
+    Settle, Store, StoreError, StoredTicket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -636,6 +636,32 @@ impl Store for SqliteStore {
                 read_row,
             )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn tickets_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredTicket>, StoreError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT received_at, ticket FROM tickets WHERE received_at >= ?1
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![since_ms, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (received_ms, json) = row?;
+                out.push(StoredTicket {
+                    received_ms,
+                    ticket: serde_json::from_str(&json)?,
+                });
+            }
+            Ok(out)
         })
         .await
     }
