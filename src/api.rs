@@ -35,7 +35,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.pipeline.store.counts().await {
         Ok(outbox) => {
             let ready = Ready {
-                runbooks: state.pipeline.matcher.index().len(),
+                runbooks: state.pipeline.matcher.current().index().len(),
                 outbox,
                 shedding: state.shedding(),
             };
@@ -113,4 +113,62 @@ pub async fn preview_match(
         matches,
         comment,
     }))
+}
+
+#[derive(Serialize)]
+struct Refused<'a> {
+    message: String,
+    code: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    findings: &'a [String],
+}
+
+/// `POST /admin/reload` with `Authorization: Bearer <server.admin_token>`: rebuild the index
+/// from disk now. 200 with the new version, or 422 with the lint errors that refused it (the
+/// old index keeps serving).
+pub async fn admin_reload(req: actix_web::HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(token) = &state.admin_token else {
+        return HttpResponse::Forbidden().json(Refused {
+            message: "admin endpoints are off: set server.admin_token".into(),
+            code: "admin_disabled",
+            kind: "auth",
+            findings: &[],
+        });
+    };
+    let given = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = crate::ingest::sign_hmac_sha256(b"admin", token.expose().as_bytes());
+    // Compare digests so the comparison takes the same time whatever the token.
+    if crate::ingest::sign_hmac_sha256(b"admin", given.as_bytes()) != expected {
+        return HttpResponse::Unauthorized().json(Refused {
+            message: "missing or wrong bearer token in `Authorization`".into(),
+            code: "invalid_token",
+            kind: "auth",
+            findings: &[],
+        });
+    }
+    match state.reloader.reload("POST /admin/reload").await {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(crate::reload::ReloadError::Lint { findings }) => HttpResponse::UnprocessableEntity()
+            .json(Refused {
+                message: format!(
+                    "reload refused: {} lint error(s); the previous index keeps serving",
+                    findings.len()
+                ),
+                code: "reload_refused",
+                kind: "invalid_request",
+                findings: &findings,
+            }),
+        Err(error) => HttpResponse::UnprocessableEntity().json(Refused {
+            message: format!("reload refused: {error}; the previous index keeps serving"),
+            code: "reload_refused",
+            kind: "invalid_request",
+            findings: &[],
+        }),
+    }
 }

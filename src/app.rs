@@ -23,7 +23,8 @@ use crate::matcher::{Matcher, MatcherSettings};
 use crate::metrics::Metrics;
 use crate::outbox::Store;
 use crate::outbox::sqlite::SqliteStore;
-use crate::pipeline::{Coalescer, Pipeline};
+use crate::pipeline::{Coalescer, MatcherHandle, Pipeline};
+use crate::reload::{self, Reloader};
 use crate::render::Renderer;
 use crate::runbooks::{Corpus, CorpusError};
 use crate::search::{RunbookIndex, SearchError};
@@ -58,6 +59,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Above this many pending deliveries, new webhooks are shed with 503.
     pub high_water: u64,
+    pub reloader: Arc<Reloader>,
+    pub admin_token: Option<Secret>,
 }
 
 impl AppState {
@@ -144,8 +147,21 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         metrics.set_pending(store.counts().await?.pending as i64);
+        let matcher = Arc::new(MatcherHandle::new(matcher));
+        let reloader = Arc::new(Reloader {
+            dir: config.runbooks_dir.clone(),
+            base_url: config.runbooks_base_url.clone(),
+            settings: MatcherSettings {
+                top_k: config.matcher.top_k,
+                min_confidence: config.matcher.min_confidence,
+            },
+            matcher: matcher.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            running: tokio::sync::Mutex::new(()),
+        });
         let pipeline = Pipeline {
-            matcher: Arc::new(matcher),
+            matcher,
             renderer: Arc::new(renderer),
             normalizer: config.matcher.normalize.clone(),
             store: store.clone(),
@@ -162,6 +178,8 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             metrics: metrics.clone(),
             high_water: config.outbox.high_water,
+            reloader: reloader.clone(),
+            admin_token: config.admin_token.clone(),
         });
 
         let listener = TcpListener::bind(config.listen).map_err(|source| AppError::Bind {
@@ -182,6 +200,7 @@ impl Application {
                 .route("/healthz", web::get().to(api::healthz))
                 .route("/readyz", web::get().to(api::readyz))
                 .route("/metrics", web::get().to(api::metrics))
+                .route("/admin/reload", web::post().to(api::admin_reload))
                 .route("/v1/match", web::post().to(api::preview_match))
                 .route(
                     "/webhooks/github",
@@ -201,6 +220,10 @@ impl Application {
         tracing::info!(port, "listening");
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(reload::on_sighup(reloader.clone(), shutdown_rx.clone()));
+        if let Some(interval) = config.runbooks_watch {
+            tokio::spawn(reload::watch(reloader, interval, shutdown_rx.clone()));
+        }
         let worker = config.outbox.worker.then(|| {
             tokio::spawn(deliver::run_workers(
                 store,

@@ -40,6 +40,19 @@ pub enum AuditEvent {
         signature: String,
         confident: bool,
         candidates: Vec<AuditCandidate>,
+        /// The runbook index the decision was made with.
+        #[serde(default)]
+        index_version: String,
+    },
+    /// The runbook corpus was reloaded, or a reload was refused.
+    Reloaded {
+        version: String,
+        runbooks: usize,
+        trigger: String,
+    },
+    ReloadRefused {
+        trigger: String,
+        reason: String,
     },
     Enqueued {
         delivery_key: String,
@@ -77,6 +90,8 @@ impl AuditEvent {
             AuditEvent::Ignored { .. } => "ignored",
             AuditEvent::Resolved { .. } => "resolved",
             AuditEvent::Decided { .. } => "decided",
+            AuditEvent::Reloaded { .. } => "reloaded",
+            AuditEvent::ReloadRefused { .. } => "reload_refused",
             AuditEvent::Enqueued { .. } => "enqueued",
             AuditEvent::AlreadyEnriched { .. } => "already_enriched",
             AuditEvent::NotEnqueued { .. } => "not_enqueued",
@@ -86,6 +101,7 @@ impl AuditEvent {
 
     pub fn decided(signature: String, decision: &Decision) -> Self {
         AuditEvent::Decided {
+            index_version: decision.index_version.clone(),
             signature,
             confident: decision.is_confident(),
             candidates: decision

@@ -67,12 +67,15 @@ pub struct RawSettings {
 pub struct RawServer {
     pub listen: String,
     pub max_body_bytes: usize,
+    pub admin_token: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RawRunbooks {
     pub dir: PathBuf,
     pub base_url: String,
+    pub watch: bool,
+    pub watch_interval_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +216,8 @@ max_body_bytes = 1048576
 [runbooks]
 dir = "index/runbooks"
 base_url = "https://runbooks.example.com/"
+watch = true
+watch_interval_ms = 2000
 
 [templates]
 dir = "templates"
@@ -301,6 +306,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub runbooks_dir: PathBuf,
     pub runbooks_base_url: Url,
+    /// Reload the corpus when its files change (polled every `watch_interval`).
+    pub runbooks_watch: Option<Duration>,
+    pub admin_token: Option<Secret>,
     pub templates_dir: PathBuf,
     pub store: StoreUrl,
     pub matcher: MatcherConfig,
@@ -415,6 +423,11 @@ impl TryFrom<RawSettings> for Config {
             max_body_bytes: raw.server.max_body_bytes,
             runbooks_dir: raw.runbooks.dir,
             runbooks_base_url: parse_base_url("runbooks.base_url", &raw.runbooks.base_url)?,
+            runbooks_watch: raw
+                .runbooks
+                .watch
+                .then(|| Duration::from_millis(raw.runbooks.watch_interval_ms.max(50))),
+            admin_token: raw.server.admin_token.filter(|s| !s.expose().is_empty()),
             templates_dir: raw.templates.dir,
             store: StoreUrl::parse(&raw.store.url)?,
             matcher: MatcherConfig {

@@ -15,6 +15,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
+pub mod reload;
 pub mod render;
 pub mod runbooks;
 pub mod search;

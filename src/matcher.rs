@@ -50,6 +50,8 @@ pub struct Candidate {
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub candidates: Vec<Candidate>,
+    /// The version of the runbook index that decided.
+    pub index_version: String,
 }
 
 impl Decision {
@@ -227,6 +229,7 @@ impl Matcher {
         ranked.candidates.truncate(top_k);
         Ok(Decision {
             candidates: ranked.candidates,
+            index_version: self.index.version().to_string(),
         })
     }
 }

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub dead_letters: Family<Destination, Counter>,
     pub ingest_seconds: Family<Source, Histogram, fn() -> Histogram>,
     pub delivery_seconds: Family<Destination, Histogram, fn() -> Histogram>,
+    /// Runbook reloads by outcome (ok, refused).
+    pub reloads: Family<Outcome, Counter>,
     /// Pending items, kept in memory for the backpressure check on every webhook.
     pending: Arc<AtomicI64>,
 }
@@ -80,6 +82,7 @@ impl Metrics {
             dead_letters: Family::default(),
             ingest_seconds: Family::new_with_constructor(latency_histogram),
             delivery_seconds: Family::new_with_constructor(latency_histogram),
+            reloads: Family::default(),
             pending: Arc::new(AtomicI64::new(0)),
             registry: Registry::default(),
         };
@@ -112,6 +115,11 @@ impl Metrics {
             "dead_letters",
             "Deliveries given up, by destination",
             m.dead_letters.clone(),
+        );
+        registry.register(
+            "runbook_reloads",
+            "Runbook corpus reloads, by outcome",
+            m.reloads.clone(),
         );
         registry.register(
             "ingest_seconds",

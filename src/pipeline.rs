@@ -30,7 +30,7 @@ pub enum PipelineError {
 
 #[derive(Debug)]
 pub struct Pipeline {
-    pub matcher: Arc<Matcher>,
+    pub matcher: Arc<MatcherHandle>,
     pub renderer: Arc<Renderer>,
     pub normalizer: Normalizer,
     pub store: Arc<dyn Store>,
@@ -40,6 +40,25 @@ pub struct Pipeline {
     pub max_per_ticket: u32,
     pub metrics: Arc<Metrics>,
     pub coalescer: Coalescer,
+}
+
+/// The matcher in force. A reload builds a new one beside it and swaps it in whole; requests
+/// already running keep the one they started with.
+#[derive(Debug)]
+pub struct MatcherHandle(std::sync::RwLock<Arc<Matcher>>);
+
+impl MatcherHandle {
+    pub fn new(matcher: Matcher) -> Self {
+        MatcherHandle(std::sync::RwLock::new(Arc::new(matcher)))
+    }
+
+    pub fn current(&self) -> Arc<Matcher> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn swap(&self, matcher: Matcher) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(matcher);
+    }
 }
 
 /// Decisions by match key for a short window: during a storm thousands of tickets carry the
@@ -108,12 +127,12 @@ fn template_for(target: &ReplyTarget) -> &'static str {
 
 impl Pipeline {
     pub async fn decide(&self, signature: AlarmSignature) -> Result<Decision, PipelineError> {
-        let key = format!("{:p}|{}", Arc::as_ptr(&self.matcher), signature.match_key());
+        let matcher = self.matcher.current();
+        let key = format!("{}|{}", matcher.index().version(), signature.match_key());
         if let Some(decision) = self.coalescer.get(&key) {
             self.metrics.coalesced.inc();
             return Ok(decision);
         }
-        let matcher = self.matcher.clone();
         let top_k = self.top_k;
         let decision = tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
             .await

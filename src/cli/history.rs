@@ -55,12 +55,21 @@ fn describe(event: &AuditEvent) -> String {
         AuditEvent::DuplicateDelivery { delivery, .. } => format!("duplicate delivery {delivery}"),
         AuditEvent::Ignored { reason, .. } => format!("ignored: {reason}"),
         AuditEvent::Resolved { alertname, .. } => format!("resolved: {alertname}"),
+        AuditEvent::Reloaded {
+            version,
+            runbooks,
+            trigger,
+        } => format!("runbooks reloaded ({trigger}): {runbooks} runbooks, index {version}"),
+        AuditEvent::ReloadRefused { trigger, reason } => {
+            format!("runbook reload refused ({trigger}): {reason}")
+        }
         AuditEvent::Decided {
             signature,
             confident,
             candidates,
+            index_version,
         } => format!(
-            "decided {}: {} [{signature}]",
+            "decided {}: {} [{signature}] (index {index_version})",
             if *confident {
                 "confidently"
             } else {
@@ -160,6 +169,7 @@ pub fn coverage(args: CoverageArgs) -> anyhow::Result<ExitCode> {
                 signature,
                 confident: false,
                 candidates,
+                ..
             } = record.event
             {
                 let gap = gaps.entry(signature.clone()).or_insert_with(|| Gap {

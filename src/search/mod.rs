@@ -44,6 +44,9 @@ pub struct RunbookIndex {
     /// exactly there ("space" vs "files", "filling up" vs "almost out of").
     name_terms: Vec<Vec<Vec<String>>>,
     doc_freq: HashMap<String, u32>,
+    /// A digest of the corpus content: recorded with every decision, and the key that keeps
+    /// decisions of one corpus from being served after a reload.
+    version: String,
 }
 
 impl std::fmt::Debug for RunbookIndex {
@@ -113,6 +116,30 @@ impl RunbookIndex {
         }
         writer.commit()?;
         let reader = index.reader()?;
+        let version = {
+            use sha2::{Digest, Sha256};
+            let mut hash = Sha256::new();
+            for runbook in &runbooks {
+                for part in [
+                    runbook.id.as_str(),
+                    &runbook.title,
+                    &runbook.body,
+                    &runbook.url.to_string(),
+                ] {
+                    hash.update(part.as_bytes());
+                    hash.update([0u8]);
+                }
+                for part in runbook
+                    .alarms
+                    .iter()
+                    .chain(runbook.match_rules.iter().map(|r| &r.pattern))
+                {
+                    hash.update(part.as_bytes());
+                    hash.update([1u8]);
+                }
+            }
+            hex::encode(&hash.finalize()[..6])
+        };
         Ok(RunbookIndex {
             index,
             reader,
@@ -122,7 +149,12 @@ impl RunbookIndex {
             doc_terms,
             name_terms,
             doc_freq,
+            version,
         })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     pub fn runbooks(&self) -> &[Arc<Runbook>] {

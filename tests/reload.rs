@@ -1,0 +1,128 @@
+//! Hot reload: a running server picks up a changed runbook without a restart, and refuses a
+//! broken corpus while the old index keeps serving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::double::{Answer, GithubDouble};
+use common::*;
+
+const ADMIN: &str = "admin-secret";
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+async fn best(app: &TestApp, title: &str) -> (String, bool) {
+    let v: serde_json::Value = app
+        .client
+        .post(format!("{}/v1/match", app.address))
+        .body(serde_json::json!({ "title": title }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["matches"][0]["runbook"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        v["confident"].as_bool().unwrap_or(false),
+    )
+}
+
+const PAYMENTS: &str = "---\ntitle: Payment gateway declines\nalarms: [PaymentGatewayDeclines]\nmatch: ['payment gateway']\n---\n# Payment gateway declines\n\n## Diagnosis\n\n- Check the provider status page.\n";
+
+#[tokio::test]
+async fn a_changed_runbook_is_served_without_restart_and_a_broken_one_is_refused() {
+    let github = GithubDouble::start(|_| Answer::Created).await;
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks");
+    copy_dir(&repo_path("index/runbooks"), &runbooks);
+    let extra = format!(
+        "[runbooks]\ndir = \"{}\"\nwatch_interval_ms = 100\n[server]\nadmin_token = \"{ADMIN}\"\n",
+        runbooks.display()
+    );
+    let app = TestApp::spawn(test_config(dir.path(), &github.uri(), &extra)).await;
+    let title = "Payment gateway declines every card";
+    assert!(!best(&app, title).await.1, "no runbook yet");
+
+    // A new runbook appears on disk: the watcher reloads it.
+    std::fs::write(runbooks.join("payments.md"), PAYMENTS).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while best(&app, title).await != ("payments.md".to_string(), true) {
+        assert!(Instant::now() < deadline, "the change was never picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = app
+        .post_github_signed("issues", "d-pay", &issue_opened(3, title, ""))
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(github.wait_for(1, Duration::from_secs(10)).await, 1);
+    let body = github.log.lock().unwrap().comments[0].1.clone();
+    assert!(
+        body.contains("https://runbooks.example.com/payments"),
+        "{body}"
+    );
+
+    // A broken change (a second runbook claiming the same alarm) is refused on request...
+    std::fs::write(
+        runbooks.join("payments-copy.md"),
+        PAYMENTS.replace("title: Payment gateway declines", "title: Copy"),
+    )
+    .unwrap();
+    let refused = app
+        .client
+        .post(format!("{}/admin/reload", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let e: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        e["findings"][0]
+            .as_str()
+            .unwrap()
+            .contains("claimed by several runbooks"),
+        "{e}"
+    );
+    // ...and by the watcher; the old index keeps serving throughout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(best(&app, title).await, ("payments.md".to_string(), true));
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"runlink_runbook_reloads_total{outcome="refused"}"#),
+        "{metrics}"
+    );
+
+    // The admin endpoint wants its token.
+    let r = app
+        .client
+        .post(format!("{}/admin/reload", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stop().await;
+}
