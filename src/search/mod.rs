@@ -124,7 +124,7 @@ impl RunbookIndex {
                     runbook.id.as_str(),
                     &runbook.title,
                     &runbook.body,
-                    &runbook.url.to_string(),
+                    runbook.url.as_str(),
                 ] {
                     hash.update(part.as_bytes());
                     hash.update([0u8]);
