@@ -210,6 +210,9 @@ pub fn coverage(args: CoverageArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Confidence moves smaller than this are noise, not a change worth reviewing.
+const CONFIDENCE_SHIFT: f32 = 0.1;
+
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// The candidate runbook corpus (e.g. a checkout of the branch to merge).
@@ -276,7 +279,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 .filter(|c| c.confident)
                 .map(|c| c.runbook.id.to_string());
             let confidence_after = top.map(|c| c.confidence).unwrap_or(0.0);
-            if after != before {
+            // A different answer, or the same answer with a clearly different confidence.
+            if after != before || (confidence_after - confidence_before).abs() >= CONFIDENCE_SHIFT {
                 changes.push(Change {
                     ticket: ticket.id.to_string(),
                     title: ticket.title.clone(),
