@@ -374,8 +374,6 @@ const METRIC_WEIGHT: f32 = 0.3;
 mod tests {
     use super::*;
     use crate::signature::Normalizer;
-    use crate::ticket::{DeliveryId, SourceKind, Ticket, TicketId};
-    use std::collections::BTreeMap;
     use std::path::Path;
     use url::Url;
 
@@ -395,18 +393,12 @@ mod tests {
     }
 
     fn signature(title: &str, alertname: Option<&str>) -> AlarmSignature {
-        let ticket = Ticket {
-            id: TicketId::parse("t").unwrap(),
-            source: SourceKind::Github,
-            delivery: DeliveryId::parse("d").unwrap(),
+        let ticket = crate::ingest::manual::ManualTicket {
             title: title.into(),
-            body: String::new(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
             alertname: alertname.map(str::to_string),
-            reply: None,
-            query: None,
-        };
+            ..Default::default()
+        }
+        .into_ticket(0);
         AlarmSignature::of(&ticket, &Normalizer::default())
     }
 

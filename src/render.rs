@@ -172,8 +172,6 @@ mod tests {
     use crate::runbooks::Runbook;
     use crate::search::RunbookIndex;
     use crate::signature::Normalizer;
-    use crate::ticket::{DeliveryId, SourceKind, TicketId};
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn setup() -> (Renderer, Matcher) {
@@ -198,18 +196,11 @@ mod tests {
     }
 
     fn ticket(title: &str) -> Ticket {
-        Ticket {
-            id: TicketId::parse("t").unwrap(),
-            source: SourceKind::Manual,
-            delivery: DeliveryId::parse("d").unwrap(),
+        crate::ingest::manual::ManualTicket {
             title: title.into(),
-            body: String::new(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            alertname: None,
-            reply: None,
-            query: None,
+            ..Default::default()
         }
+        .into_ticket(0)
     }
 
     fn render(title: &str) -> String {

@@ -505,7 +505,6 @@ pub fn split_identifier(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::{DeliveryId, SourceKind, TicketId};
 
     fn rule(name: &str, text: &str) -> String {
         Normalizer::default().apply_rule(name, text).unwrap()
@@ -682,18 +681,11 @@ mod tests {
     }
 
     fn ticket(title: &str) -> Ticket {
-        Ticket {
-            id: TicketId::parse("t").unwrap(),
-            source: SourceKind::Github,
-            delivery: DeliveryId::parse("d").unwrap(),
+        crate::ingest::manual::ManualTicket {
             title: title.into(),
-            body: String::new(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            alertname: None,
-            reply: None,
-            query: None,
+            ..Default::default()
         }
+        .into_ticket(0)
     }
 
     #[test]

@@ -87,15 +87,7 @@ async fn an_uncertain_post_is_checked_by_its_marker_not_repeated() {
     // Wait until the marker check has run and the item is recorded as delivered.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         if metrics
             .contains(r#"runlink_deliveries_total{destination="github",outcome="found_marker"} 1"#)
         {
@@ -176,15 +168,7 @@ async fn above_the_high_water_mark_webhooks_get_503_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503, "not ready while shedding");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"runlink_webhooks_total{source="github",outcome="shed"} 1"#),
         "{metrics}"

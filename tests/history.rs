@@ -8,19 +8,6 @@ use std::time::Duration;
 use common::double::{Answer, GithubDouble};
 use common::*;
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn runlink(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_runlink"))
         .args(args)

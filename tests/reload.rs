@@ -10,19 +10,6 @@ use common::*;
 
 const ADMIN: &str = "admin-secret";
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 async fn best(app: &TestApp, title: &str) -> (String, bool) {
     let v: serde_json::Value = app
         .client
@@ -102,15 +89,7 @@ async fn a_changed_runbook_is_served_without_restart_and_a_broken_one_is_refused
     // ...and by the watcher; the old index keeps serving throughout.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(best(&app, title).await, ("payments.md".to_string(), true));
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"runlink_runbook_reloads_total{outcome="refused"}"#),
         "{metrics}"

@@ -73,6 +73,18 @@ impl TestApp {
         }
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics are text")
+    }
+
     /// Stops accepting, lets in-flight requests and deliveries finish.
     pub async fn stop(self) {
         self.handle.stop(true).await;
@@ -112,6 +124,20 @@ impl TestApp {
         );
         self.post_github(event, delivery, body, Some(signature))
             .await
+    }
+}
+
+/// Copies a directory tree (a runbook corpus to modify in a test).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }
 
