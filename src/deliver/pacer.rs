@@ -78,11 +78,8 @@ impl Pacer {
         state.refilled = now;
     }
 
-    /// How long until a send may start (zero when one may start now).
-    pub fn wait_time(&self) -> Duration {
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.refill(&mut state, now);
+    /// How long until a send may start, given the state now (zero when one may start now).
+    fn wait_in(state: &State, now: Instant) -> Duration {
         let blocked = [state.paused_until, state.open_until]
             .into_iter()
             .flatten()
@@ -97,12 +94,12 @@ impl Pacer {
         blocked.max(for_token)
     }
 
-    /// How many sends the bucket allows right now (for sizing a claim).
-    pub fn available(&self) -> usize {
+    /// How long until a send may start (zero when one may start now).
+    pub fn wait_time(&self) -> Duration {
         let now = Instant::now();
         let mut state = self.lock();
         self.refill(&mut state, now);
-        state.tokens.floor().max(0.0) as usize
+        Self::wait_in(&state, now)
     }
 
     /// Waits for a token, for any pause or open breaker to end, and for a free slot.
@@ -117,16 +114,12 @@ impl Pacer {
                 let now = Instant::now();
                 let mut state = self.lock();
                 self.refill(&mut state, now);
-                let blocked = [state.paused_until, state.open_until]
-                    .into_iter()
-                    .flatten()
-                    .any(|t| t > now);
-                if !blocked && state.tokens >= 1.0 {
+                let wait = Self::wait_in(&state, now);
+                if wait.is_zero() {
                     state.tokens -= 1.0;
                     None
                 } else {
-                    drop(state);
-                    Some(self.wait_time().max(Duration::from_millis(1)))
+                    Some(wait.max(Duration::from_millis(1)))
                 }
             };
             match wait {

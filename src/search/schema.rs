@@ -8,6 +8,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    TextAnalyzerBuilder, Tokenizer,
 };
 
 use super::synonyms::SynonymFilter;
@@ -75,8 +76,9 @@ const STOP_WORDS: &[&str] = &[
     "where", "which", "while", "who", "why", "will", "with", "within", "would", "you", "your",
 ];
 
-/// The analyzer without synonym folding; used to stem the synonym table itself.
-fn base_analyzer() -> TextAnalyzer {
+/// Tokenize, drop very long tokens, lowercase, drop stop words, stem: the chain shared by
+/// the index analyzer and the stemming of the synonym table itself.
+fn stemming() -> TextAnalyzerBuilder<impl Tokenizer> {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
@@ -84,12 +86,11 @@ fn base_analyzer() -> TextAnalyzer {
             STOP_WORDS.iter().map(|w| w.to_string()),
         ))
         .filter(Stemmer::new(Language::English))
-        .build()
 }
 
 /// Stems every word of every group and maps it to its group's first stem.
 pub fn synonym_map(groups: &[Vec<String>]) -> HashMap<String, String> {
-    let mut base = base_analyzer();
+    let mut base = stemming().build();
     let mut map = HashMap::new();
     for group in groups {
         let stems: Vec<String> = group
@@ -115,13 +116,7 @@ pub fn default_synonyms() -> Vec<Vec<String>> {
 }
 
 pub fn analyzer(synonyms: &[Vec<String>]) -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(StopWordFilter::remove(
-            STOP_WORDS.iter().map(|w| w.to_string()),
-        ))
-        .filter(Stemmer::new(Language::English))
+    stemming()
         .filter(SynonymFilter::new(synonym_map(synonyms)))
         .build()
 }
