@@ -80,11 +80,6 @@ fn expr_from_generator(url: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Constant-time comparison, so a wrong token's timing says nothing about the right one.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The first firing alert of a notification as a ticket, for tools like `runlink explain`.
 pub fn parse_first_firing(body: &[u8]) -> Result<Ticket, IngestError> {
     let notification: Notification = parse_json(body)?;
@@ -109,7 +104,7 @@ fn verify(req: &HttpRequest, state: &AppState) -> Result<(), IngestError> {
     let given = header
         .strip_prefix("Bearer ")
         .ok_or(IngestError::BadSignature("Authorization"))?;
-    if same(given.trim().as_bytes(), token.expose().as_bytes()) {
+    if super::constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
         Ok(())
     } else {
         Err(IngestError::BadSignature("Authorization"))

@@ -148,6 +148,12 @@ pub fn required_header<'a>(
     header(req, name)?.ok_or(IngestError::MissingHeader(name))
 }
 
+/// Constant-time comparison of secrets, so a wrong token's timing says nothing about the
+/// right one.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Checks a hex HMAC-SHA256 of `body` in constant time.
 pub fn verify_hmac_sha256(secret: &[u8], body: &[u8], hex_signature: &str) -> bool {
     let Ok(expected) = hex::decode(hex_signature.trim()) else {
