@@ -73,8 +73,10 @@ impl Pacer {
 
     fn refill(&self, state: &mut State, now: Instant) {
         let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
-        state.tokens = (state.tokens + elapsed * self.config.rate_per_sec)
-            .min(f64::from(self.config.burst.max(1)));
+        // The rate in force, not the configured one: after a throttle the bucket itself must
+        // fill more slowly, or the lowered rate would only change how long waiters sleep.
+        state.tokens =
+            (state.tokens + elapsed * state.rate).min(f64::from(self.config.burst.max(1)));
         state.refilled = now;
     }
 
