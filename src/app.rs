@@ -15,9 +15,16 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::api;
-use crate::config::{Config, Secret, StoreUrl};
+use std::collections::HashMap;
+
+use crate::config::{Config, DestinationsConfig, Secret, Sources, StoreUrl};
+use crate::deliver::generic::{GenericDestination, GenericTemplateError};
 use crate::deliver::github::GithubDestination;
+use crate::deliver::jira::JiraDestination;
+use crate::deliver::opsgenie::OpsgenieDestination;
+use crate::deliver::pagerduty::PagerdutyDestination;
 use crate::deliver::retry::RetryPolicy;
+use crate::deliver::servicenow::ServicenowDestination;
 use crate::deliver::{self, Destination, Destinations};
 use crate::matcher::{Matcher, MatcherSettings};
 use crate::metrics::Metrics;
@@ -47,14 +54,15 @@ pub enum AppError {
     },
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("config key {0}")]
+    GenericTemplate(#[from] GenericTemplateError),
 }
 
 /// What request handlers share.
 #[derive(Debug)]
 pub struct AppState {
     pub pipeline: Pipeline,
-    pub github_secret: Option<Secret>,
-    pub alertmanager_token: Option<Secret>,
+    pub sources: Sources,
     pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
     /// Above this many pending deliveries, new webhooks are shed with 503.
@@ -94,6 +102,81 @@ pub fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, AppError> {
     }
 }
 
+/// One `Destination` per enabled `destinations.<name>`, and the template each renders with.
+pub fn build_destinations(
+    config: &DestinationsConfig,
+    client: &reqwest::Client,
+    policy: &RetryPolicy,
+) -> Result<(Destinations, HashMap<String, String>), AppError> {
+    let mut built: Vec<(Arc<dyn Destination>, &str)> = Vec::new();
+    if let Some(github) = &config.github {
+        if github.token.is_none() {
+            tracing::warn!("destinations.github.token is not set: GitHub will refuse comments");
+        }
+        built.push((
+            Arc::new(GithubDestination::new(
+                github,
+                client.clone(),
+                policy.clone(),
+            )),
+            &github.common.template,
+        ));
+    }
+    if let Some(jira) = &config.jira {
+        built.push((
+            Arc::new(JiraDestination::new(jira, client.clone(), policy.clone())),
+            &jira.common.template,
+        ));
+    }
+    if let Some(pagerduty) = &config.pagerduty {
+        built.push((
+            Arc::new(PagerdutyDestination::new(
+                pagerduty,
+                client.clone(),
+                policy.clone(),
+            )),
+            &pagerduty.common.template,
+        ));
+    }
+    if let Some(opsgenie) = &config.opsgenie {
+        built.push((
+            Arc::new(OpsgenieDestination::new(
+                opsgenie,
+                client.clone(),
+                policy.clone(),
+            )),
+            &opsgenie.common.template,
+        ));
+    }
+    if let Some(servicenow) = &config.servicenow {
+        built.push((
+            Arc::new(ServicenowDestination::new(
+                servicenow,
+                client.clone(),
+                policy.clone(),
+            )),
+            &servicenow.common.template,
+        ));
+    }
+    for generic in &config.generic {
+        built.push((
+            Arc::new(GenericDestination::new(
+                generic,
+                client.clone(),
+                policy.clone(),
+            )?),
+            &generic.common.template,
+        ));
+    }
+    let mut destinations = Destinations::new();
+    let mut templates = HashMap::new();
+    for (destination, template) in built {
+        templates.insert(destination.name().to_string(), template.to_string());
+        destinations.insert(destination.name().to_string(), destination);
+    }
+    Ok((destinations, templates))
+}
+
 impl Application {
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let (matcher, load_errors) = build_matcher(
@@ -113,7 +196,6 @@ impl Application {
             dir = %config.runbooks_dir.display(),
             "runbook index built"
         );
-        let renderer = Renderer::load(&config.templates_dir, &config.matcher.no_match_text)?;
         let store = open_store(&config.store)?;
 
         let client = deliver::http_client(config.outbox.request_timeout)?;
@@ -122,28 +204,22 @@ impl Application {
             cap: config.outbox.backoff_cap,
             max_attempts: config.outbox.max_attempts,
         };
-        let mut destinations: Destinations = Destinations::new();
-        if let Some(github) = &config.github {
-            if github.token.is_none() {
-                tracing::warn!("destinations.github.token is not set: GitHub will refuse comments");
-            }
-            let destination: Arc<dyn Destination> = Arc::new(GithubDestination::new(
-                github,
-                client.clone(),
-                policy.clone(),
-            ));
-            destinations.insert(destination.name(), destination);
-        }
-        if config.github_source_secret.is_none() {
+        let (destinations, templates) = build_destinations(&config.destinations, &client, &policy)?;
+        let mut template_names: Vec<&String> = templates.values().collect();
+        template_names.sort();
+        template_names.dedup();
+        let renderer = Renderer::load(
+            &config.templates_dir,
+            &config.matcher.no_match_text,
+            &template_names,
+        )?;
+        for source in config.sources.unauthenticated() {
             tracing::warn!(
-                "sources.github.secret is not set: unsigned GitHub webhooks are accepted"
+                source = %source,
+                "no secret or token configured for this source: unauthenticated webhooks are accepted"
             );
         }
-        if config.alertmanager_token.is_none() {
-            tracing::warn!(
-                "sources.alertmanager.token is not set: unauthenticated Alertmanager webhooks are accepted"
-            );
-        }
+        tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
 
         let metrics = Arc::new(Metrics::new());
         metrics.set_pending(store.counts().await?.pending as i64);
@@ -165,7 +241,8 @@ impl Application {
             renderer: Arc::new(renderer),
             normalizer: config.matcher.normalize.clone(),
             store: store.clone(),
-            destinations: destinations.keys().copied().collect(),
+            destinations: templates,
+            router: crate::routes::Router::new(config.routes.clone()),
             top_k: config.matcher.top_k,
             max_per_ticket: config.outbox.max_per_ticket,
             metrics: metrics.clone(),
@@ -173,8 +250,7 @@ impl Application {
         };
         let state = web::Data::new(AppState {
             pipeline,
-            github_secret: config.github_source_secret.clone(),
-            alertmanager_token: config.alertmanager_token.clone(),
+            sources: config.sources.clone(),
             max_body_bytes: config.max_body_bytes,
             metrics: metrics.clone(),
             high_water: config.outbox.high_water,

@@ -11,6 +11,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+mod destinations;
+mod sources;
+
+pub use destinations::*;
+pub use sources::*;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config: {0}")]
@@ -61,6 +67,8 @@ pub struct RawSettings {
     pub sources: RawSources,
     #[serde(default)]
     pub destinations: RawDestinations,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,100 +119,6 @@ pub struct RawOutbox {
     pub max_age_secs: u64,
     pub high_water: u64,
     pub max_per_ticket: u32,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawSources {
-    #[serde(default)]
-    pub github: RawGithubSource,
-    #[serde(default)]
-    pub alertmanager: RawAlertmanagerSource,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawAlertmanagerSource {
-    pub token: Option<Secret>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawGithubSource {
-    pub secret: Option<Secret>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawDestinations {
-    #[serde(default)]
-    pub github: RawGithubDestination,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawGithubDestination {
-    pub api_url: Option<String>,
-    pub token: Option<Secret>,
-    #[serde(flatten)]
-    pub pacing: RawPacing,
-}
-
-/// Pacing of one destination (see `deliver::pacer`).
-#[derive(Debug, Deserialize)]
-pub struct RawPacing {
-    #[serde(default = "default_rate")]
-    pub rate_per_sec: f64,
-    #[serde(default = "default_burst")]
-    pub burst: u32,
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failures: u32,
-    #[serde(default = "default_breaker_cooldown")]
-    pub breaker_cooldown_secs: u64,
-}
-
-// GitHub allows about 80 content-creating requests a minute per token; stay under it.
-fn default_rate() -> f64 {
-    1.0
-}
-fn default_burst() -> u32 {
-    10
-}
-fn default_concurrency() -> usize {
-    2
-}
-fn default_breaker_failures() -> u32 {
-    8
-}
-fn default_breaker_cooldown() -> u64 {
-    30
-}
-
-impl Default for RawPacing {
-    fn default() -> Self {
-        RawPacing {
-            rate_per_sec: default_rate(),
-            burst: default_burst(),
-            concurrency: default_concurrency(),
-            breaker_failures: default_breaker_failures(),
-            breaker_cooldown_secs: default_breaker_cooldown(),
-        }
-    }
-}
-
-impl RawPacing {
-    fn check(self, key: &'static str) -> Result<crate::deliver::pacer::PacingConfig, ConfigError> {
-        if self.rate_per_sec.is_nan() || self.rate_per_sec <= 0.0 {
-            return Err(ConfigError::invalid(
-                key,
-                "rate_per_sec must be greater than 0",
-            ));
-        }
-        Ok(crate::deliver::pacer::PacingConfig {
-            rate_per_sec: self.rate_per_sec,
-            burst: self.burst.max(1),
-            concurrency: self.concurrency.max(1),
-            breaker_failures: self.breaker_failures.max(1),
-            breaker_cooldown: Duration::from_secs(self.breaker_cooldown_secs),
-        })
-    }
 }
 
 /// The defaults are the "embedded" setup: bundled runbooks, SQLite under `data/`, loopback.
@@ -313,9 +227,9 @@ pub struct Config {
     pub store: StoreUrl,
     pub matcher: MatcherConfig,
     pub outbox: OutboxConfig,
-    pub github_source_secret: Option<Secret>,
-    pub alertmanager_token: Option<Secret>,
-    pub github: Option<GithubDestinationConfig>,
+    pub sources: Sources,
+    pub destinations: DestinationsConfig,
+    pub routes: Vec<Route>,
 }
 
 #[derive(Debug, Clone)]
@@ -343,13 +257,6 @@ pub struct OutboxConfig {
     pub max_per_ticket: u32,
 }
 
-#[derive(Debug, Clone)]
-pub struct GithubDestinationConfig {
-    pub api_url: Url,
-    pub token: Option<Secret>,
-    pub pacing: crate::deliver::pacer::PacingConfig,
-}
-
 fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(raw).map_err(|e| ConfigError::invalid(key, format!("`{raw}`: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -360,7 +267,7 @@ fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
 
 /// A base URL that later gets paths joined onto it must end in `/`, or `Url::join` would
 /// replace its last segment.
-fn parse_base_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
+pub(crate) fn parse_base_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
     let mut url = parse_url(key, raw)?;
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -406,18 +313,8 @@ impl TryFrom<RawSettings> for Config {
                 "must be at least 1",
             ));
         }
-        let github = match raw.destinations.github.api_url.as_deref() {
-            Some(api) if !api.is_empty() => Some(GithubDestinationConfig {
-                api_url: parse_base_url("destinations.github.api_url", api)?,
-                token: raw.destinations.github.token,
-                pacing: raw
-                    .destinations
-                    .github
-                    .pacing
-                    .check("destinations.github.rate_per_sec")?,
-            }),
-            _ => None,
-        };
+        let destinations = raw.destinations.check()?;
+        let routes = check_routes(raw.routes, &destinations.names())?;
         Ok(Config {
             listen,
             max_body_bytes: raw.server.max_body_bytes,
@@ -450,13 +347,9 @@ impl TryFrom<RawSettings> for Config {
                 high_water: raw.outbox.high_water.max(1),
                 max_per_ticket: raw.outbox.max_per_ticket.max(1),
             },
-            github_source_secret: raw.sources.github.secret.filter(|s| !s.expose().is_empty()),
-            alertmanager_token: raw
-                .sources
-                .alertmanager
-                .token
-                .filter(|s| !s.expose().is_empty()),
-            github,
+            sources: raw.sources.check()?,
+            destinations,
+            routes,
         })
     }
 }
@@ -488,10 +381,12 @@ mod tests {
             StoreUrl::Sqlite(PathBuf::from("data/runlink.db"))
         );
         assert_eq!(
-            config.github.unwrap().api_url.as_str(),
+            config.destinations.github.unwrap().common.api_url.as_str(),
             "https://api.github.com/"
         );
-        assert!(config.github_source_secret.is_none());
+        assert!(config.sources.github_secret.is_none());
+        assert!(config.destinations.jira.is_none());
+        assert!(config.routes.is_empty());
     }
 
     #[test]
@@ -534,7 +429,7 @@ mod tests {
             "[destinations.github]\nrate_per_sec = 5.5\nburst = 3\nconcurrency = 7",
         )
         .unwrap();
-        let pacing = config.github.unwrap().pacing;
+        let pacing = config.destinations.github.unwrap().common.pacing;
         assert_eq!(
             (pacing.rate_per_sec, pacing.burst, pacing.concurrency),
             (5.5, 3, 7)

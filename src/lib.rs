@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod reload;
 pub mod render;
+pub mod routes;
 pub mod runbooks;
 pub mod search;
 pub mod signature;

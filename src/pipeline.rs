@@ -12,9 +12,10 @@ use crate::matcher::{Decision, MatchReason, Matcher};
 use crate::metrics::Metrics;
 use crate::outbox::{AcceptOutcome, Accepted, NewDelivery, Store, StoreError};
 use crate::render::{RenderError, Renderer};
+use crate::routes::Router;
 use crate::search::SearchError;
 use crate::signature::{AlarmSignature, Normalizer};
-use crate::ticket::{ReplyTarget, Ticket};
+use crate::ticket::Ticket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -34,8 +35,10 @@ pub struct Pipeline {
     pub renderer: Arc<Renderer>,
     pub normalizer: Normalizer,
     pub store: Arc<dyn Store>,
-    /// Destinations that are configured; a reply to any other is recorded, not queued.
-    pub destinations: Vec<&'static str>,
+    /// Configured destinations and the template each renders with; a reply to any other is
+    /// recorded, not queued.
+    pub destinations: HashMap<String, String>,
+    pub router: Router,
     pub top_k: usize,
     pub max_per_ticket: u32,
     pub metrics: Arc<Metrics>,
@@ -119,12 +122,6 @@ pub fn delivery_key(ticket: &Ticket, signature: &AlarmSignature) -> String {
     hex::encode(&hash.finalize()[..16])
 }
 
-fn template_for(target: &ReplyTarget) -> &'static str {
-    match target {
-        ReplyTarget::GithubIssue { .. } => "github.md.j2",
-    }
-}
-
 impl Pipeline {
     pub async fn decide(&self, signature: AlarmSignature) -> Result<Decision, PipelineError> {
         let matcher = self.matcher.current();
@@ -169,10 +166,15 @@ impl Pipeline {
             },
             AuditEvent::decided(signature.to_string(), &decision),
         ];
-        let delivery = match &ticket.reply {
-            Some(target) if self.destinations.contains(&target.destination()) => {
+        let resolution = self.router.resolve(&ticket);
+        for problem in resolution.problems {
+            tracing::warn!(%problem, "route skipped");
+            events.push(AuditEvent::NotEnqueued { reason: problem });
+        }
+        let delivery = match &resolution.target {
+            Some(target) if self.destinations.contains_key(&target.destination()) => {
                 let body = self.renderer.render(
-                    template_for(target),
+                    &self.destinations[&target.destination()],
                     &ticket,
                     &signature,
                     &decision,
@@ -180,7 +182,7 @@ impl Pipeline {
                 )?;
                 Some(NewDelivery {
                     delivery_key: key,
-                    destination: target.destination().to_string(),
+                    destination: target.destination(),
                     target: target.clone(),
                     body,
                 })

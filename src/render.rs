@@ -29,17 +29,29 @@ pub enum RenderError {
     },
 }
 
-/// Templates every destination needs; all must exist and compile at start-up.
-pub const TEMPLATES: &[&str] = &["github.md.j2"];
+/// The default template of each destination kind, all shipped in `templates/`.
+pub const TEMPLATES: &[&str] = &[
+    "github.md.j2",
+    "jira.md.j2",
+    "pagerduty.txt.j2",
+    "opsgenie.txt.j2",
+    "servicenow.txt.j2",
+    "generic.md.j2",
+];
 
-/// The marker hidden in every comment: how runlink recognises its own comments (loop guard)
-/// and finds out whether an uncertain post did land.
+/// The token every comment carries: how runlink recognises its own comments (loop guard) and
+/// finds out whether an uncertain post did land. Markdown templates hide it in an HTML
+/// comment (`marker`); plain-text destinations show it as a short reference line.
+pub fn marker_token(delivery_key: &str) -> String {
+    format!("runlink:delivery={delivery_key}")
+}
+
 pub fn marker(delivery_key: &str) -> String {
-    format!("<!-- runlink:delivery={delivery_key} -->")
+    format!("<!-- {} -->", marker_token(delivery_key))
 }
 
 pub fn is_runlink_text(text: &str) -> bool {
-    text.contains("<!-- runlink:delivery=")
+    text.contains("runlink:delivery=")
 }
 
 #[derive(Debug)]
@@ -87,10 +99,17 @@ struct CommentContext<'a> {
     closest: Vec<MatchView<'a>>,
     no_match_text: &'a str,
     marker: String,
+    marker_text: String,
 }
 
 impl Renderer {
-    pub fn load(dir: &Path, no_match_text: &str) -> Result<Self, RenderError> {
+    /// Loads the named templates from `dir`; each must exist and compile, so a broken
+    /// override fails the start-up rather than the first incident.
+    pub fn load<S: AsRef<str>>(
+        dir: &Path,
+        no_match_text: &str,
+        names: &[S],
+    ) -> Result<Self, RenderError> {
         let mut env = Environment::new();
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
@@ -98,7 +117,8 @@ impl Renderer {
                 .build()
                 .expect("default delimiters are valid"),
         );
-        for name in TEMPLATES {
+        for name in names {
+            let name = name.as_ref();
             let path = dir.join(name);
             let source = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
                 name: name.to_string(),
@@ -157,6 +177,7 @@ impl Renderer {
             closest,
             no_match_text: &self.no_match_text,
             marker: marker(delivery_key),
+            marker_text: marker_token(delivery_key),
         }))
         .map_err(|source| RenderError::Template {
             name: template.to_string(),
@@ -176,7 +197,7 @@ mod tests {
 
     fn setup() -> (Renderer, Matcher) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-        let renderer = Renderer::load(&dir, "Nothing found.").unwrap();
+        let renderer = Renderer::load(&dir, "Nothing found.", TEMPLATES).unwrap();
         let base = url::Url::parse("https://rb.example/").unwrap();
         let rb = Runbook::parse(
             Path::new("disk.md"),

@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 pub enum SourceKind {
     Github,
     Alertmanager,
+    Grafana,
+    Pagerduty,
+    Jira,
+    Opsgenie,
+    Servicenow,
+    /// Any JSON, read through the JSON Pointers configured for one named generic source.
+    Generic,
     /// Typed in by a person: `runlink match`, `explain`, `test`.
     Manual,
 }
@@ -22,6 +29,12 @@ impl SourceKind {
         match self {
             SourceKind::Github => "github",
             SourceKind::Alertmanager => "alertmanager",
+            SourceKind::Grafana => "grafana",
+            SourceKind::Pagerduty => "pagerduty",
+            SourceKind::Jira => "jira",
+            SourceKind::Opsgenie => "opsgenie",
+            SourceKind::Servicenow => "servicenow",
+            SourceKind::Generic => "generic",
             SourceKind::Manual => "manual",
         }
     }
@@ -93,12 +106,142 @@ pub enum ReplyTarget {
         repo: String,
         number: u64,
     },
+    JiraIssue {
+        key: String,
+    },
+    PagerdutyIncident {
+        id: String,
+    },
+    OpsgenieAlert {
+        id: String,
+    },
+    ServicenowRecord {
+        table: String,
+        sys_id: String,
+    },
+    /// A configured generic HTTP destination (`destinations.generic.<name>`); `id` is what
+    /// its URL and body templates address the ticket by.
+    Generic {
+        name: String,
+        id: String,
+    },
+}
+
+/// The ServiceNow table a bare `sys_id` refers to.
+pub const SERVICENOW_DEFAULT_TABLE: &str = "incident";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTarget {
+    #[error("unknown destination `{0}`")]
+    UnknownDestination(String),
+    #[error("`{value}` is not a {expected}")]
+    Malformed {
+        value: String,
+        expected: &'static str,
+    },
 }
 
 impl ReplyTarget {
-    pub fn destination(&self) -> &'static str {
+    /// The name of the destination that posts to this target (a key of `destinations`).
+    pub fn destination(&self) -> String {
         match self {
-            ReplyTarget::GithubIssue { .. } => "github",
+            ReplyTarget::GithubIssue { .. } => "github".into(),
+            ReplyTarget::JiraIssue { .. } => "jira".into(),
+            ReplyTarget::PagerdutyIncident { .. } => "pagerduty".into(),
+            ReplyTarget::OpsgenieAlert { .. } => "opsgenie".into(),
+            ReplyTarget::ServicenowRecord { .. } => "servicenow".into(),
+            ReplyTarget::Generic { name, .. } => format!("generic.{name}"),
+        }
+    }
+
+    /// A target written as text, the way routes and annotations name one: `owner/repo#12` for
+    /// GitHub, an issue key for Jira (`OPS-12`), an id for PagerDuty and Opsgenie,
+    /// `[table/]sys_id` for ServiceNow, anything non-empty for a generic destination.
+    pub fn parse(destination: &str, raw: &str) -> Result<Self, InvalidTarget> {
+        let raw = raw.trim();
+        let malformed = |expected| InvalidTarget::Malformed {
+            value: raw.to_string(),
+            expected,
+        };
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 256
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        match destination {
+            "github" => {
+                let (path, number) = raw
+                    .rsplit_once('#')
+                    .ok_or_else(|| malformed("GitHub issue (owner/repo#123)"))?;
+                let (owner, repo) = path
+                    .split_once('/')
+                    .ok_or_else(|| malformed("GitHub issue (owner/repo#123)"))?;
+                let number = number
+                    .parse()
+                    .map_err(|_| malformed("GitHub issue (owner/repo#123)"))?;
+                if !token(owner) || !token(repo) {
+                    return Err(malformed("GitHub issue (owner/repo#123)"));
+                }
+                Ok(ReplyTarget::GithubIssue {
+                    owner: owner.into(),
+                    repo: repo.into(),
+                    number,
+                })
+            }
+            "jira" => {
+                let valid = raw.split_once('-').is_some_and(|(project, n)| {
+                    token(project) && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+                }) || (!raw.is_empty() && raw.chars().all(|c| c.is_ascii_digit()));
+                if !valid {
+                    return Err(malformed("Jira issue key (OPS-123)"));
+                }
+                Ok(ReplyTarget::JiraIssue { key: raw.into() })
+            }
+            "pagerduty" if token(raw) => Ok(ReplyTarget::PagerdutyIncident { id: raw.into() }),
+            "pagerduty" => Err(malformed("PagerDuty incident id")),
+            "opsgenie" if token(raw) => Ok(ReplyTarget::OpsgenieAlert { id: raw.into() }),
+            "opsgenie" => Err(malformed("Opsgenie alert id")),
+            "servicenow" => {
+                let (table, sys_id) = raw
+                    .split_once('/')
+                    .unwrap_or((SERVICENOW_DEFAULT_TABLE, raw));
+                if !token(table) || !token(sys_id) {
+                    return Err(malformed("ServiceNow record ([table/]sys_id)"));
+                }
+                Ok(ReplyTarget::ServicenowRecord {
+                    table: table.into(),
+                    sys_id: sys_id.into(),
+                })
+            }
+            other => match other.strip_prefix("generic.") {
+                Some(name) if !name.is_empty() => {
+                    if raw.is_empty() || raw.len() > 512 {
+                        return Err(malformed("non-empty id"));
+                    }
+                    Ok(ReplyTarget::Generic {
+                        name: name.into(),
+                        id: raw.into(),
+                    })
+                }
+                _ => Err(InvalidTarget::UnknownDestination(other.to_string())),
+            },
+        }
+    }
+
+    /// The id of the ticket inside its destination, as templates and logs show it.
+    pub fn display_id(&self) -> String {
+        match self {
+            ReplyTarget::GithubIssue {
+                owner,
+                repo,
+                number,
+            } => format!("{owner}/{repo}#{number}"),
+            ReplyTarget::JiraIssue { key } => key.clone(),
+            ReplyTarget::PagerdutyIncident { id }
+            | ReplyTarget::OpsgenieAlert { id }
+            | ReplyTarget::Generic { id, .. } => id.clone(),
+            ReplyTarget::ServicenowRecord { table, sys_id } => format!("{table}/{sys_id}"),
         }
     }
 }
@@ -141,5 +284,49 @@ mod tests {
         };
         let json = serde_json::to_string(&target).unwrap();
         assert_eq!(serde_json::from_str::<ReplyTarget>(&json).unwrap(), target);
+    }
+
+    #[test]
+    fn targets_parse_from_text_per_destination() {
+        assert_eq!(
+            ReplyTarget::parse("github", "acme/ops#12")
+                .unwrap()
+                .display_id(),
+            "acme/ops#12"
+        );
+        assert!(ReplyTarget::parse("github", "acme/ops").is_err());
+        assert!(ReplyTarget::parse("github", "ac me/ops#1").is_err());
+        assert_eq!(
+            ReplyTarget::parse("jira", " OPS-42 ").unwrap(),
+            ReplyTarget::JiraIssue {
+                key: "OPS-42".into()
+            }
+        );
+        assert!(ReplyTarget::parse("jira", "OPS-").is_err());
+        assert!(ReplyTarget::parse("jira", "OPS 42").is_err());
+        assert_eq!(
+            ReplyTarget::parse("servicenow", "abc123").unwrap(),
+            ReplyTarget::ServicenowRecord {
+                table: "incident".into(),
+                sys_id: "abc123".into()
+            }
+        );
+        assert_eq!(
+            ReplyTarget::parse("servicenow", "change_request/abc")
+                .unwrap()
+                .destination(),
+            "servicenow"
+        );
+        assert!(ReplyTarget::parse("pagerduty", "P1/../x").is_err());
+        assert_eq!(
+            ReplyTarget::parse("generic.chat", "room-7")
+                .unwrap()
+                .destination(),
+            "generic.chat"
+        );
+        assert_eq!(
+            ReplyTarget::parse("fax", "1"),
+            Err(InvalidTarget::UnknownDestination("fax".into()))
+        );
     }
 }

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::pacer::Pacer;
-use super::retry::{RetryPolicy, Verdict};
-use super::{Attempt, Destination, attempt_from_error};
+use super::retry::RetryPolicy;
+use super::{Attempt, Destination, api_url, fetch_json, send, wrong_target};
 use crate::config::{GithubDestinationConfig, Secret};
 use crate::outbox::OutboxItem;
 use crate::ticket::ReplyTarget;
@@ -41,10 +41,10 @@ impl GithubDestination {
     ) -> Self {
         GithubDestination {
             client,
-            api_url: config.api_url.clone(),
+            api_url: config.common.api_url.clone(),
             token: config.token.clone(),
             policy,
-            pacer: Pacer::new(config.pacing.clone()),
+            pacer: Pacer::new(config.common.pacing.clone()),
         }
     }
 
@@ -60,31 +60,27 @@ impl GithubDestination {
         }
     }
 
-    fn comments_url(
-        &self,
-        owner: &str,
-        repo: &str,
-        number: u64,
-    ) -> Result<url::Url, url::ParseError> {
-        let mut url = self.api_url.clone();
-        url.path_segments_mut()
-            .map_err(|_| url::ParseError::RelativeUrlWithCannotBeABaseBase)?
-            .pop_if_empty()
-            .extend([
-                "repos",
-                owner,
-                repo,
-                "issues",
-                &number.to_string(),
-                "comments",
-            ]);
-        Ok(url)
+    fn comments_url(&self, target: &ReplyTarget) -> Option<url::Url> {
+        let ReplyTarget::GithubIssue {
+            owner,
+            repo,
+            number,
+        } = target
+        else {
+            return None;
+        };
+        let number = number.to_string();
+        api_url(
+            &self.api_url,
+            &["repos", owner, repo, "issues", &number, "comments"],
+        )
+        .ok()
     }
 }
 
 #[async_trait]
 impl Destination for GithubDestination {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "github"
     }
 
@@ -97,26 +93,14 @@ impl Destination for GithubDestination {
     }
 
     async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {
-        let ReplyTarget::GithubIssue {
-            owner,
-            repo,
-            number,
-        } = &item.target;
-        let base = self.comments_url(owner, repo, *number).ok()?;
+        let base = self.comments_url(&item.target)?;
         for page in 1..=MARKER_PAGES {
             let mut url = base.clone();
             url.query_pairs_mut()
                 .append_pair("per_page", "100")
                 .append_pair("page", &page.to_string());
-            let response = self.request(reqwest::Method::GET, url).send().await.ok()?;
-            if !response.status().is_success() {
-                tracing::warn!(
-                    status = response.status().as_u16(),
-                    "cannot list comments for the marker check"
-                );
-                return None;
-            }
-            let comments: Vec<ExistingComment> = response.json().await.ok()?;
+            let comments: Vec<ExistingComment> =
+                fetch_json(self.request(reqwest::Method::GET, url)).await?;
             if comments
                 .iter()
                 .any(|c| c.body.as_deref().is_some_and(|b| b.contains(marker)))
@@ -131,37 +115,12 @@ impl Destination for GithubDestination {
     }
 
     async fn post(&self, item: &OutboxItem) -> Attempt {
-        let ReplyTarget::GithubIssue {
-            owner,
-            repo,
-            number,
-        } = &item.target;
-        let url = match self.comments_url(owner, repo, *number) {
-            Ok(url) => url,
-            Err(e) => return Attempt::give_up(format!("bad comment URL: {e}")),
+        let Some(url) = self.comments_url(&item.target) else {
+            return wrong_target(self.name(), item);
         };
         let request = self
             .request(reqwest::Method::POST, url)
             .json(&Comment { body: &item.body });
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                let verdict = self.policy.classify(status, response.headers());
-                let detail = if verdict == Verdict::Done {
-                    String::new()
-                } else {
-                    // The start of GitHub's error message is what an operator needs.
-                    let text = response.text().await.unwrap_or_default();
-                    text.chars().take(300).collect()
-                };
-                Attempt {
-                    verdict,
-                    status: Some(status.as_u16()),
-                    detail,
-                    uncertain: false,
-                }
-            }
-            Err(error) => attempt_from_error(&self.policy, &error),
-        }
+        send(&self.policy, request).await
     }
 }

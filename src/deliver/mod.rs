@@ -4,9 +4,15 @@
 //! paced by that destination's `Pacer`, and write every attempt back to the store so retry
 //! state survives a restart.
 
+pub mod generic;
 pub mod github;
+pub mod jira;
+pub mod jira_markup;
+pub mod opsgenie;
 pub mod pacer;
+pub mod pagerduty;
 pub mod retry;
+pub mod servicenow;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,16 +55,91 @@ impl Attempt {
 
 #[async_trait]
 pub trait Destination: Send + Sync + std::fmt::Debug {
-    fn name(&self) -> &'static str;
+    /// The key in `destinations` (`github`, `jira`, `generic.chat`).
+    fn name(&self) -> &str;
     fn policy(&self) -> &RetryPolicy;
     fn pacer(&self) -> &Pacer;
     async fn post(&self, item: &OutboxItem) -> Attempt;
-    /// Whether the ticket already carries a comment with `marker`: `None` when the API
-    /// cannot tell (then an uncertain item is retried later rather than posted blindly).
+    /// Whether the ticket already carries a comment with `marker` (see
+    /// `render::marker_token`): `None` when the API cannot tell (then an uncertain item is
+    /// retried later rather than posted blindly).
     async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool>;
 }
 
-pub type Destinations = HashMap<&'static str, Arc<dyn Destination>>;
+pub type Destinations = HashMap<String, Arc<dyn Destination>>;
+
+/// `base` with path segments appended, each percent-encoded: ids from tickets can never
+/// escape into another path.
+pub fn api_url(base: &url::Url, segments: &[&str]) -> Result<url::Url, String> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|_| format!("`{base}` cannot take a path"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+pub fn with_auth(
+    request: reqwest::RequestBuilder,
+    auth: &crate::config::HttpAuth,
+) -> reqwest::RequestBuilder {
+    use crate::config::HttpAuth;
+    match auth {
+        HttpAuth::None => request,
+        HttpAuth::Basic { username, password } => {
+            request.basic_auth(username, Some(password.expose()))
+        }
+        HttpAuth::Bearer(token) => request.bearer_auth(token.expose()),
+    }
+}
+
+/// Sends one request and lets the policy judge the answer. The start of an error body is
+/// kept, because that is what an operator needs to read in the dead-letter list.
+pub async fn send(policy: &RetryPolicy, request: reqwest::RequestBuilder) -> Attempt {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let verdict = policy.classify(status, response.headers());
+            let detail = if verdict == Verdict::Done {
+                String::new()
+            } else {
+                let text = response.text().await.unwrap_or_default();
+                text.chars().take(300).collect()
+            };
+            Attempt {
+                verdict,
+                status: Some(status.as_u16()),
+                detail,
+                uncertain: false,
+            }
+        }
+        Err(error) => attempt_from_error(policy, &error),
+    }
+}
+
+/// GETs a JSON document for a marker check; `None` (cannot tell) on any failure.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Option<T> {
+    let response = request.send().await.ok()?;
+    if !response.status().is_success() {
+        tracing::warn!(
+            status = response.status().as_u16(),
+            "cannot list comments for the marker check"
+        );
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// The reply target an item addresses, when it is of the kind this destination posts to.
+/// Anything else is a bug in routing, and giving up says so instead of retrying forever.
+pub fn wrong_target(destination: &str, item: &OutboxItem) -> Attempt {
+    Attempt::give_up(format!(
+        "{destination} cannot post to a {} target",
+        item.target.destination()
+    ))
+}
 
 /// One HTTP client for all destinations: connection pools are shared, TLS set up once.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
@@ -106,7 +187,7 @@ pub async fn run_workers(
 }
 
 async fn sweep_orphans(store: &dyn Store, destinations: &Destinations, metrics: &Metrics) {
-    let known: Vec<&str> = destinations.keys().copied().collect();
+    let known: Vec<&str> = destinations.keys().map(String::as_str).collect();
     let orphans = match store.orphans(&known).await {
         Ok(orphans) => orphans,
         Err(error) => {
@@ -212,7 +293,7 @@ async fn deliver_one(
             config.max_age.as_secs()
         ))
     } else if item.uncertain {
-        let marker = crate::render::marker(&item.delivery_key);
+        let marker = crate::render::marker_token(&item.delivery_key);
         match destination.has_marker(&item, &marker).await {
             Some(true) => {
                 tracing::info!(

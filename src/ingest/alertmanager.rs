@@ -96,7 +96,7 @@ pub fn parse_first_firing(body: &[u8]) -> Result<Ticket, IngestError> {
 }
 
 fn verify(req: &HttpRequest, state: &AppState) -> Result<(), IngestError> {
-    let Some(token) = &state.alertmanager_token else {
+    let Some(token) = &state.sources.alertmanager_token else {
         return Ok(());
     };
     let header = super::header(req, "Authorization")?

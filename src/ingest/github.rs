@@ -99,7 +99,7 @@ fn ticket_from(event: IssuesEvent, delivery: &str) -> Result<Ticket, IngestError
 }
 
 fn verify(req: &HttpRequest, state: &AppState, body: &[u8]) -> Result<(), IngestError> {
-    let Some(secret) = &state.github_secret else {
+    let Some(secret) = &state.sources.github_secret else {
         return Ok(());
     };
     let header = super::header(req, SIGNATURE)?.ok_or(IngestError::MissingSignature(SIGNATURE))?;

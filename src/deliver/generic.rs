@@ -1,0 +1,149 @@
+//! A generic HTTP destination (`destinations.generic.<name>`) for in-house trackers and chat
+//! tools: method, URL path, headers and body all come from config; path and body are
+//! minijinja templates that see `comment`, `target.id`, `ticket`, `delivery_key` and
+//! `marker`. Such APIs have no known way to list comments, so an uncertain attempt is not
+//! re-posted blindly: it waits for the lease and is retried as uncertain (see `has_marker`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use minijinja::Environment;
+use serde::Serialize;
+
+use super::pacer::Pacer;
+use super::retry::RetryPolicy;
+use super::{Attempt, Destination, send, wrong_target};
+use crate::config::{GenericDestinationConfig, Secret};
+use crate::outbox::OutboxItem;
+use crate::ticket::ReplyTarget;
+
+#[derive(Debug)]
+pub struct GenericDestination {
+    /// The key in `destinations`: `generic.<name>`.
+    destination: String,
+    /// The `<name>` a reply target addresses.
+    target_name: String,
+    client: reqwest::Client,
+    api_url: url::Url,
+    method: reqwest::Method,
+    headers: BTreeMap<String, Secret>,
+    content_type: String,
+    templates: Environment<'static>,
+    policy: RetryPolicy,
+    pacer: Pacer,
+}
+
+#[derive(Serialize)]
+struct Target<'a> {
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    comment: &'a str,
+    target: Target<'a>,
+    ticket: &'a str,
+    delivery_key: &'a str,
+    marker: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("destinations.generic.{name}.{field}: {source:#}")]
+pub struct GenericTemplateError {
+    name: String,
+    field: &'static str,
+    #[source]
+    source: minijinja::Error,
+}
+
+impl GenericDestination {
+    pub fn new(
+        config: &GenericDestinationConfig,
+        client: reqwest::Client,
+        policy: RetryPolicy,
+    ) -> Result<Self, GenericTemplateError> {
+        let mut templates = Environment::new();
+        for (field, source) in [("path", &config.path), ("body", &config.body)] {
+            templates
+                .add_template_owned(field, source.clone())
+                .map_err(|source| GenericTemplateError {
+                    name: config.name.clone(),
+                    field,
+                    source,
+                })?;
+        }
+        Ok(GenericDestination {
+            destination: format!("generic.{}", config.name),
+            target_name: config.name.clone(),
+            client,
+            api_url: config.common.api_url.clone(),
+            method: config.method.clone(),
+            headers: config.headers.clone(),
+            content_type: config.content_type.clone(),
+            templates,
+            policy,
+            pacer: Pacer::new(config.common.pacing.clone()),
+        })
+    }
+
+    fn render(&self, field: &str, context: &Context<'_>) -> Result<String, String> {
+        self.templates
+            .get_template(field)
+            .and_then(|t| t.render(minijinja::value::Serde(context)))
+            .map_err(|e| format!("destinations.{}.{field}: {e:#}", self.destination))
+    }
+}
+
+#[async_trait]
+impl Destination for GenericDestination {
+    fn name(&self) -> &str {
+        &self.destination
+    }
+
+    fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    async fn has_marker(&self, _item: &OutboxItem, _marker: &str) -> Option<bool> {
+        None
+    }
+
+    async fn post(&self, item: &OutboxItem) -> Attempt {
+        let ReplyTarget::Generic { name, id } = &item.target else {
+            return wrong_target(self.name(), item);
+        };
+        if *name != self.target_name {
+            return wrong_target(self.name(), item);
+        }
+        let context = Context {
+            comment: &item.body,
+            target: Target { id },
+            ticket: item.ticket.as_str(),
+            delivery_key: &item.delivery_key,
+            marker: crate::render::marker_token(&item.delivery_key),
+        };
+        let (path, body) = match (self.render("path", &context), self.render("body", &context)) {
+            (Ok(path), Ok(body)) => (path, body),
+            (Err(e), _) | (_, Err(e)) => return Attempt::give_up(e),
+        };
+        // A path that climbs out of the configured base could reach another API on the host.
+        let url = match self.api_url.join(path.trim_start_matches('/')) {
+            Ok(url) if url.as_str().starts_with(self.api_url.as_str()) => url,
+            Ok(url) => return Attempt::give_up(format!("path leaves api_url: {url}")),
+            Err(e) => return Attempt::give_up(format!("bad path `{path}`: {e}")),
+        };
+        let mut request = self
+            .client
+            .request(self.method.clone(), url)
+            .header("Content-Type", &self.content_type)
+            .body(body);
+        for (header, value) in &self.headers {
+            request = request.header(header, value.expose());
+        }
+        send(&self.policy, request).await
+    }
+}
