@@ -286,6 +286,30 @@ impl Application {
                     "/webhooks/alertmanager",
                     web::post().to(crate::ingest::alertmanager::webhook),
                 )
+                .route(
+                    "/webhooks/grafana",
+                    web::post().to(crate::ingest::grafana::webhook),
+                )
+                .route(
+                    "/webhooks/pagerduty",
+                    web::post().to(crate::ingest::pagerduty::webhook),
+                )
+                .route(
+                    "/webhooks/jira",
+                    web::post().to(crate::ingest::jira::webhook),
+                )
+                .route(
+                    "/webhooks/opsgenie",
+                    web::post().to(crate::ingest::opsgenie::webhook),
+                )
+                .route(
+                    "/webhooks/servicenow",
+                    web::post().to(crate::ingest::servicenow::webhook),
+                )
+                .route(
+                    "/webhooks/generic/{name}",
+                    web::post().to(crate::ingest::generic::webhook),
+                )
         })
         .listen(listener)
         .map_err(|source| AppError::Bind {

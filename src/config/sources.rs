@@ -81,11 +81,13 @@ fn present(secret: Option<Secret>) -> Option<Secret> {
     secret.filter(|s| !s.expose().is_empty())
 }
 
-/// A header name from config, checked so the request handler can never fail on it.
-fn header_name(key: &'static str, raw: String) -> Result<String, ConfigError> {
+/// A header name from config, checked so the request handler can never fail on it. It lives
+/// as long as the process (config is read once), so errors can name it like the built-in
+/// header names.
+fn header_name(key: &'static str, raw: String) -> Result<&'static str, ConfigError> {
     actix_web::http::header::HeaderName::try_from(raw.as_str())
         .map_err(|e| ConfigError::invalid(key, format!("`{raw}`: {e}")))?;
-    Ok(raw)
+    Ok(Box::leak(raw.into_boxed_str()))
 }
 
 /// A JSON Pointer (RFC 6901) from config: empty (the whole document) or starting with `/`.
@@ -117,14 +119,14 @@ pub struct Sources {
 pub struct GrafanaSource {
     pub token: Option<Secret>,
     pub secret: Option<Secret>,
-    pub signature_header: String,
+    pub signature_header: &'static str,
     /// When set, the HMAC covers `timestamp:body` with the timestamp from this header.
-    pub timestamp_header: Option<String>,
+    pub timestamp_header: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct OpsgenieSource {
-    pub header: String,
+    pub header: &'static str,
     pub token: Option<Secret>,
 }
 

@@ -1,5 +1,6 @@
 //! Prometheus Alertmanager webhooks (payload version 4). Each firing alert of a notification
-//! becomes a ticket; resolved alerts are recorded in the audit log and not enriched.
+//! becomes a ticket; resolved alerts are recorded in the audit log and not enriched. Grafana
+//! alerting sends the same notification shape (version 1) and is read by the same code.
 //! Alertmanager has no place to comment on, so an alert is answered where its
 //! `github_issue` annotation (`owner/repo#123`) points; without one it is matched and
 //! recorded only.
@@ -92,37 +93,18 @@ pub fn parse_first_firing(body: &[u8]) -> Result<Ticket, IngestError> {
             field: "alerts".into(),
             message: "has no firing alert".into(),
         })?
-        .into_ticket(&group_key)
-}
-
-fn verify(req: &HttpRequest, state: &AppState) -> Result<(), IngestError> {
-    let Some(token) = &state.sources.alertmanager_token else {
-        return Ok(());
-    };
-    let header = super::header(req, "Authorization")?
-        .ok_or(IngestError::MissingSignature("Authorization"))?;
-    let given = header
-        .strip_prefix("Bearer ")
-        .ok_or(IngestError::BadSignature("Authorization"))?;
-    if super::constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
-        Ok(())
-    } else {
-        Err(IngestError::BadSignature("Authorization"))
-    }
+        .into_ticket(&group_key, SourceKind::Alertmanager)
 }
 
 impl Alert {
-    fn into_ticket(self, group_key: &str) -> Result<Ticket, IngestError> {
+    fn into_ticket(self, group_key: &str, source: SourceKind) -> Result<Ticket, IngestError> {
         let invalid = |field: &str, e: crate::ticket::InvalidId| IngestError::InvalidField {
             field: field.to_string(),
             message: e.to_string(),
         };
         let alertname = self.labels.get("alertname").cloned();
-        let id = TicketId::parse(format!(
-            "alertmanager:{}@{}",
-            self.fingerprint, self.starts_at
-        ))
-        .map_err(|e| invalid("alerts.fingerprint", e))?;
+        let id = TicketId::parse(format!("{source}:{}@{}", self.fingerprint, self.starts_at))
+            .map_err(|e| invalid("alerts.fingerprint", e))?;
         // The dedup key the sender's retries share: group, alert identity, firing start.
         let mut hash = Sha256::new();
         for part in [group_key, &self.fingerprint, &self.starts_at] {
@@ -148,7 +130,7 @@ impl Alert {
             .and_then(|r| parse_issue_ref(r));
         Ok(Ticket {
             id,
-            source: SourceKind::Alertmanager,
+            source,
             delivery,
             title,
             body,
@@ -175,14 +157,28 @@ async fn handle(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<(HttpResponse, &'static str), IngestError> {
-    verify(&req, state)?;
+    super::check_bearer(&req, state.sources.alertmanager_token.as_ref())?;
     let body = read_body(payload, state.max_body_bytes).await?;
-    let notification: Notification = parse_json(&body)?;
-    if notification.version != "4" {
+    accept_notification(state, &body, SourceKind::Alertmanager).await
+}
+
+/// Stores every alert of an Alertmanager-shaped notification (`source` says whose shape,
+/// and which payload version it must carry).
+pub(crate) async fn accept_notification(
+    state: &AppState,
+    body: &[u8],
+    source: SourceKind,
+) -> Result<(HttpResponse, &'static str), IngestError> {
+    let notification: Notification = parse_json(body)?;
+    let expected = match source {
+        SourceKind::Grafana => "1",
+        _ => "4",
+    };
+    if notification.version != expected {
         return Err(IngestError::InvalidField {
             field: "version".into(),
             message: format!(
-                "unsupported version `{}` (expected 4)",
+                "unsupported version `{}` (expected {expected})",
                 notification.version
             ),
         });
@@ -199,7 +195,7 @@ async fn handle(
             });
         }
         let status = alert.status;
-        let ticket = alert.into_ticket(&notification.group_key)?;
+        let ticket = alert.into_ticket(&notification.group_key, source)?;
         match status {
             AlertStatus::Firing => firing.push(ticket),
             AlertStatus::Resolved => resolved.push(ticket),
@@ -213,7 +209,7 @@ async fn handle(
     };
     for ticket in &resolved {
         let event = AuditEvent::Resolved {
-            source: "alertmanager".into(),
+            source: source.to_string(),
             alertname: ticket.alertname.clone().unwrap_or_default(),
         };
         state
@@ -286,7 +282,7 @@ mod tests {
             .into_iter()
             .next()
             .unwrap()
-            .into_ticket(&group)
+            .into_ticket(&group, SourceKind::Alertmanager)
             .unwrap();
         assert_eq!(ticket.alertname.as_deref(), Some("HighErrorRate"));
         assert_eq!(ticket.title, "Error rate above 5%");

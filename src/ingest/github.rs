@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{IngestError, accepted_response, ignored_response, parse_json, read_body};
+use super::{IngestError, ignored_response, parse_json, read_body};
 use crate::app::AppState;
 use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
@@ -49,15 +49,9 @@ struct Owner {
     login: String,
 }
 
-/// GitHub labels are plain names; `key:value` and `key=value` ones (`service:checkout`) are
-/// read as key/value pairs, the way teams encode alert labels in issue labels.
+/// GitHub labels are plain names; `service:checkout` ones are read as key/value pairs.
 fn labels(raw: &[Label]) -> BTreeMap<String, String> {
-    raw.iter()
-        .map(|l| match l.name.split_once([':', '=']) {
-            Some((k, v)) if !k.trim().is_empty() => (k.trim().to_lowercase(), v.trim().to_string()),
-            _ => (l.name.trim().to_string(), String::new()),
-        })
-        .collect()
+    super::tag_labels(raw.iter().map(|l| l.name.as_str()))
 }
 
 /// The ticket an `issues` event describes (any action), for tools like `runlink explain`.
@@ -98,21 +92,6 @@ fn ticket_from(event: IssuesEvent, delivery: &str) -> Result<Ticket, IngestError
     })
 }
 
-fn verify(req: &HttpRequest, state: &AppState, body: &[u8]) -> Result<(), IngestError> {
-    let Some(secret) = &state.sources.github_secret else {
-        return Ok(());
-    };
-    let header = super::header(req, SIGNATURE)?.ok_or(IngestError::MissingSignature(SIGNATURE))?;
-    let hex = header
-        .strip_prefix("sha256=")
-        .ok_or(IngestError::BadSignature(SIGNATURE))?;
-    if super::verify_hmac_sha256(secret.expose().as_bytes(), body, hex) {
-        Ok(())
-    } else {
-        Err(IngestError::BadSignature(SIGNATURE))
-    }
-}
-
 #[tracing::instrument(skip_all, fields(source = "github", delivery = tracing::field::Empty, ticket = tracing::field::Empty))]
 pub async fn webhook(
     req: HttpRequest,
@@ -128,7 +107,7 @@ async fn handle(
     state: &AppState,
 ) -> Result<(HttpResponse, &'static str), IngestError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    verify(&req, state, &body)?;
+    super::check_prefixed_hmac(&req, SIGNATURE, state.sources.github_secret.as_ref(), &body)?;
     let event = super::required_header(&req, EVENT)?;
     let delivery = super::required_header(&req, DELIVERY)?;
     let delivery = DeliveryId::parse(delivery).map_err(|e| IngestError::BadHeader {
@@ -156,17 +135,7 @@ async fn handle(
         return Ok((ignored_response("issue was written by runlink"), "ignored"));
     }
     let ticket = ticket_from(event, delivery.as_str())?;
-    tracing::Span::current().record("ticket", ticket.id.as_str());
-    let ticket_id = ticket.id.to_string();
-    let outcome = state
-        .pipeline
-        .accept(ticket)
-        .await
-        .map_err(IngestError::Unavailable)?;
-    Ok((
-        accepted_response(outcome, &ticket_id),
-        super::outcome_word(outcome),
-    ))
+    super::accept_one(state, ticket).await
 }
 
 #[cfg(test)]

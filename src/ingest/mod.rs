@@ -4,8 +4,14 @@
 //! ticket is durable, 4xx for "do not retry", 503 + `Retry-After` for "try again later".
 
 pub mod alertmanager;
+pub mod generic;
 pub mod github;
+pub mod grafana;
+pub mod jira;
 pub mod manual;
+pub mod opsgenie;
+pub mod pagerduty;
+pub mod servicenow;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -171,6 +177,108 @@ pub fn sign_hmac_sha256(secret: &[u8], body: &[u8]) -> String {
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// `Authorization: Bearer <token>`, when a token is configured.
+pub fn check_bearer(
+    req: &HttpRequest,
+    token: Option<&crate::config::Secret>,
+) -> Result<(), IngestError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let header =
+        header(req, "Authorization")?.ok_or(IngestError::MissingSignature("Authorization"))?;
+    let given = header
+        .strip_prefix("Bearer ")
+        .ok_or(IngestError::BadSignature("Authorization"))?;
+    if constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(IngestError::BadSignature("Authorization"))
+    }
+}
+
+/// `X-Hub-Signature-256: sha256=<hex>` style signatures (GitHub, Jira), when a secret is set.
+pub fn check_prefixed_hmac(
+    req: &HttpRequest,
+    name: &'static str,
+    secret: Option<&crate::config::Secret>,
+    body: &[u8],
+) -> Result<(), IngestError> {
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    let header = header(req, name)?.ok_or(IngestError::MissingSignature(name))?;
+    let hex = header
+        .strip_prefix("sha256=")
+        .ok_or(IngestError::BadSignature(name))?;
+    if verify_hmac_sha256(secret.expose().as_bytes(), body, hex) {
+        Ok(())
+    } else {
+        Err(IngestError::BadSignature(name))
+    }
+}
+
+/// A delivery id from a header the sender sets per delivery (and repeats on retries).
+pub fn delivery_header(
+    req: &HttpRequest,
+    name: &'static str,
+) -> Result<Option<crate::ticket::DeliveryId>, IngestError> {
+    header(req, name)?
+        .map(|raw| {
+            crate::ticket::DeliveryId::parse(raw).map_err(|e| IngestError::BadHeader {
+                header: name,
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// For senders with no delivery id: the same body is the same delivery.
+pub fn body_digest(body: &[u8]) -> crate::ticket::DeliveryId {
+    use sha2::Digest;
+    let digest = hex::encode(&Sha256::digest(body)[..16]);
+    crate::ticket::DeliveryId::parse(digest).expect("a hex digest is a valid id")
+}
+
+pub fn invalid_field(field: impl Into<String>, message: impl ToString) -> IngestError {
+    IngestError::InvalidField {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+/// `key:value` and `key=value` tags (`service:checkout`) become label pairs, the way teams
+/// encode alert labels in tags; other tags become labels with an empty value.
+pub fn tag_labels<'a>(
+    tags: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, String> {
+    tags.into_iter()
+        .map(|tag| match tag.split_once([':', '=']) {
+            Some((k, v)) if !k.trim().is_empty() => (k.trim().to_lowercase(), v.trim().to_string()),
+            _ => (tag.trim().to_string(), String::new()),
+        })
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+/// Hands one ticket to the pipeline and answers its sender.
+pub async fn accept_one(
+    state: &crate::app::AppState,
+    ticket: crate::ticket::Ticket,
+) -> Result<(HttpResponse, &'static str), IngestError> {
+    tracing::Span::current().record("ticket", ticket.id.as_str());
+    let ticket_id = ticket.id.to_string();
+    let outcome = state
+        .pipeline
+        .accept(ticket)
+        .await
+        .map_err(IngestError::Unavailable)?;
+    Ok((
+        accepted_response(outcome, &ticket_id),
+        outcome_word(outcome),
+    ))
 }
 
 /// Parses JSON into `T`, naming the path of the field that is wrong.

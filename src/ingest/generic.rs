@@ -1,0 +1,150 @@
+//! Any JSON webhook: `POST /webhooks/generic/{name}`. Where the ticket's fields are is
+//! configured per name as JSON Pointers (`sources.generic.<name>.title = "/ticket/title"`),
+//! so an in-house tracker or a chat tool needs no code. This is the edge where untyped JSON
+//! becomes a `Ticket`; nothing past it sees the raw document.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+
+use super::{IngestError, invalid_field, parse_json, read_body};
+use crate::app::AppState;
+use crate::config::GenericSource;
+use crate::render::is_runlink_text;
+use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
+
+#[derive(Debug, thiserror::Error)]
+#[error("no generic source named `{0}` is configured")]
+pub struct UnknownSource(String);
+
+impl actix_web::ResponseError for UnknownSource {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::NOT_FOUND
+    }
+}
+
+/// A scalar at `pointer` as text; objects and arrays are not text.
+fn text_at(doc: &Value, pointer: &str) -> Result<Option<String>, IngestError> {
+    match doc.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(invalid_field(
+            pointer,
+            "must be a string or a number, not an object or array",
+        )),
+    }
+}
+
+fn required_text(doc: &Value, pointer: &str) -> Result<String, IngestError> {
+    text_at(doc, pointer)?
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| invalid_field(pointer, "is required"))
+}
+
+fn labels_at(doc: &Value, pointer: &str) -> Result<BTreeMap<String, String>, IngestError> {
+    match doc.pointer(pointer) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(map)) => Ok(map
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k.clone(), s.clone())),
+                Value::Number(n) => Some((k.clone(), n.to_string())),
+                Value::Bool(b) => Some((k.clone(), b.to_string())),
+                _ => None,
+            })
+            .collect()),
+        Some(Value::Array(items)) => Ok(super::tag_labels(items.iter().filter_map(Value::as_str))),
+        Some(_) => Err(invalid_field(
+            pointer,
+            "must be an object or an array of tags",
+        )),
+    }
+}
+
+pub fn ticket_from(
+    name: &str,
+    config: &GenericSource,
+    doc: &Value,
+    body: &[u8],
+) -> Result<Ticket, IngestError> {
+    let id = required_text(doc, &config.id)?;
+    let title = required_text(doc, &config.title)?;
+    let text = match &config.body {
+        Some(pointer) => text_at(doc, pointer)?.unwrap_or_default(),
+        None => String::new(),
+    };
+    let labels = match &config.labels {
+        Some(pointer) => labels_at(doc, pointer)?,
+        None => BTreeMap::new(),
+    };
+    let delivery = match &config.delivery {
+        Some(pointer) => DeliveryId::parse(required_text(doc, pointer)?)
+            .map_err(|e| invalid_field(pointer.as_str(), e))?,
+        None => super::body_digest(body),
+    };
+    let reply = match &config.reply {
+        Some((destination, pointer)) => {
+            let raw = required_text(doc, pointer)?;
+            Some(
+                ReplyTarget::parse(destination, &raw)
+                    .map_err(|e| invalid_field(pointer.as_str(), e))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Ticket {
+        id: TicketId::parse(format!("generic.{name}:{id}"))
+            .map_err(|e| invalid_field(config.id.as_str(), e))?,
+        source: SourceKind::Generic,
+        delivery,
+        title,
+        body: text,
+        alertname: labels.get("alertname").cloned(),
+        labels,
+        annotations: BTreeMap::new(),
+        reply,
+        query: None,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(source = "generic", name = %path.as_str(), ticket = tracing::field::Empty))]
+pub async fn webhook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let name = path.into_inner();
+    let Some(config) = state.sources.generic.get(&name) else {
+        return Err(UnknownSource(name).into());
+    };
+    Ok(super::guarded(
+        "generic",
+        &state,
+        handle(req, payload, &state, &name, config),
+    )
+    .await?)
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    name: &str,
+    config: &GenericSource,
+) -> Result<(HttpResponse, &'static str), IngestError> {
+    super::check_bearer(&req, config.token.as_ref())?;
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let doc: Value = parse_json(&body)?;
+    let ticket = ticket_from(name, config, &doc, &body)?;
+    if is_runlink_text(&ticket.body) || is_runlink_text(&ticket.title) {
+        return Ok((
+            super::ignored_response("ticket was written by runlink"),
+            "ignored",
+        ));
+    }
+    super::accept_one(state, ticket).await
+}

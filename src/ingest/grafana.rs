@@ -1,0 +1,67 @@
+//! Grafana alerting webhooks (notification version 1, the Alertmanager shape). The sender
+//! proves itself with a bearer token (the contact point's "Authorization header"), or with an
+//! HMAC-SHA256 of the body in `X-Grafana-Alerting-Signature`; when a timestamp header is
+//! configured the HMAC covers `timestamp:body`, and stale timestamps are refused so a
+//! captured request cannot be replayed later.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{IngestError, read_body};
+use crate::app::AppState;
+use crate::config::GrafanaSource;
+use crate::ticket::SourceKind;
+
+/// How far a signed timestamp may be from our clock.
+const MAX_SKEW_SECS: i64 = 300;
+
+fn verify(req: &HttpRequest, config: &GrafanaSource, body: &[u8]) -> Result<(), IngestError> {
+    if let Some(token) = &config.token
+        && super::header(req, "Authorization")?.is_some()
+    {
+        return super::check_bearer(req, Some(token));
+    }
+    let Some(secret) = &config.secret else {
+        // A token is configured but none was sent.
+        return super::check_bearer(req, config.token.as_ref());
+    };
+    let name = config.signature_header;
+    let signature = super::header(req, name)?.ok_or(IngestError::MissingSignature(name))?;
+    let signed = match &config.timestamp_header {
+        Some(ts_name) => {
+            let ts = super::required_header(req, ts_name)?;
+            let secs: i64 = ts.trim().parse().map_err(|_| IngestError::BadHeader {
+                header: ts_name,
+                message: "is not a Unix timestamp".into(),
+            })?;
+            if (chrono::Utc::now().timestamp() - secs).abs() > MAX_SKEW_SECS {
+                return Err(IngestError::BadSignature(ts_name));
+            }
+            [ts.trim().as_bytes(), b":", body].concat()
+        }
+        None => body.to_vec(),
+    };
+    if super::verify_hmac_sha256(secret.expose().as_bytes(), &signed, signature) {
+        Ok(())
+    } else {
+        Err(IngestError::BadSignature(name))
+    }
+}
+
+#[tracing::instrument(skip_all, fields(source = "grafana"))]
+pub async fn webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
+    super::guarded("grafana", &state, handle(req, payload, &state)).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, &'static str), IngestError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    verify(&req, &state.sources.grafana, &body)?;
+    super::alertmanager::accept_notification(state, &body, SourceKind::Grafana).await
+}

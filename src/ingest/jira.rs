@@ -1,0 +1,205 @@
+//! Jira Cloud webhooks. `jira:issue_created` becomes a ticket answered with a comment on the
+//! issue; every other event, `comment_created` from runlink's own comments included, is
+//! acknowledged and ignored. The description arrives as a plain string (webhooks registered in
+//! the admin UI) or as an Atlassian Document Format tree (REST-registered webhooks); both are
+//! read to plain text here. Signatures are `X-Hub-Signature: sha256=<hex>`; retries carry the
+//! same `X-Atlassian-Webhook-Identifier`.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::{IngestError, ignored_response, invalid_field, parse_json, read_body};
+use crate::app::AppState;
+use crate::render::is_runlink_text;
+use crate::ticket::{ReplyTarget, SourceKind, Ticket, TicketId};
+
+const SIGNATURE: &str = "X-Hub-Signature";
+const IDENTIFIER: &str = "X-Atlassian-Webhook-Identifier";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    webhook_event: String,
+    #[serde(default)]
+    issue: Option<Issue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Issue {
+    key: String,
+    fields: Fields,
+}
+
+#[derive(Debug, Deserialize)]
+struct Fields {
+    summary: String,
+    #[serde(default)]
+    description: Option<Description>,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    priority: Option<Named>,
+    #[serde(default)]
+    project: Option<Project>,
+    #[serde(default)]
+    components: Vec<Named>,
+    #[serde(default)]
+    issuetype: Option<Named>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Project {
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Description {
+    Text(String),
+    Document(AdfNode),
+}
+
+/// The part of an ADF node that carries text.
+#[derive(Debug, Deserialize)]
+struct AdfNode {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    content: Vec<AdfNode>,
+}
+
+impl AdfNode {
+    fn write_text(&self, out: &mut String) {
+        if let Some(text) = &self.text {
+            out.push_str(text);
+        }
+        if self.kind == "hardBreak" {
+            out.push('\n');
+        }
+        for child in &self.content {
+            child.write_text(out);
+        }
+        if matches!(
+            self.kind.as_str(),
+            "paragraph" | "heading" | "codeBlock" | "listItem" | "blockquote" | "rule"
+        ) && !out.ends_with('\n')
+        {
+            out.push('\n');
+        }
+    }
+}
+
+impl Description {
+    fn into_text(self) -> String {
+        match self {
+            Description::Text(text) => text,
+            Description::Document(doc) => {
+                let mut out = String::new();
+                doc.write_text(&mut out);
+                out.trim_end().to_string()
+            }
+        }
+    }
+}
+
+fn ticket_from(issue: Issue, delivery: crate::ticket::DeliveryId) -> Result<Ticket, IngestError> {
+    let target =
+        ReplyTarget::parse("jira", &issue.key).map_err(|e| invalid_field("issue.key", e))?;
+    let fields = issue.fields;
+    let mut labels = super::tag_labels(fields.labels.iter().map(String::as_str));
+    if let Some(project) = fields.project {
+        labels.insert("project".into(), project.key);
+    }
+    if let Some(priority) = fields.priority {
+        labels.insert("priority".into(), priority.name);
+    }
+    if let Some(kind) = fields.issuetype {
+        labels.insert("issuetype".into(), kind.name);
+    }
+    // A component names the affected service in most Jira setups.
+    if let Some(component) = fields.components.into_iter().next() {
+        labels.entry("service".into()).or_insert(component.name);
+    }
+    Ok(Ticket {
+        id: TicketId::parse(format!("jira:{}", issue.key))
+            .map_err(|e| invalid_field("issue.key", e))?,
+        source: SourceKind::Jira,
+        delivery,
+        title: fields.summary,
+        body: fields
+            .description
+            .map(Description::into_text)
+            .unwrap_or_default(),
+        labels,
+        annotations: BTreeMap::new(),
+        alertname: None,
+        reply: Some(target),
+        query: None,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(source = "jira", ticket = tracing::field::Empty))]
+pub async fn webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
+    super::guarded("jira", &state, handle(req, payload, &state)).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, &'static str), IngestError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    super::check_prefixed_hmac(&req, SIGNATURE, state.sources.jira_secret.as_ref(), &body)?;
+    let envelope: Envelope = parse_json(&body)?;
+    if envelope.webhook_event != "jira:issue_created" {
+        return Ok((
+            ignored_response("only `jira:issue_created` events are enriched"),
+            "ignored",
+        ));
+    }
+    let issue = envelope
+        .issue
+        .ok_or_else(|| invalid_field("issue", "is required for jira:issue_created"))?;
+    let delivery = super::delivery_header(&req, IDENTIFIER)?.unwrap_or_else(|| {
+        // Without the header, the issue itself is the identity: it is created once.
+        crate::ticket::DeliveryId::parse(format!("jira-created:{}", issue.key))
+            .unwrap_or_else(|_| super::body_digest(&body))
+    });
+    let ticket = ticket_from(issue, delivery)?;
+    if is_runlink_text(&ticket.body) {
+        return Ok((ignored_response("issue was written by runlink"), "ignored"));
+    }
+    super::accept_one(state, ticket).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adf_descriptions_become_plain_text() {
+        let json = r#"{"type":"doc","version":1,"content":[
+            {"type":"paragraph","content":[{"type":"text","text":"Disk on "},{"type":"text","text":"logs-1","marks":[{"type":"code"}]},{"type":"text","text":" is full"}]},
+            {"type":"bulletList","content":[{"type":"listItem","content":[{"type":"paragraph","content":[{"type":"text","text":"since 10:00"}]}]}]}]}"#;
+        let description: Description = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            description.into_text(),
+            "Disk on logs-1 is full\nsince 10:00"
+        );
+        let plain: Description = serde_json::from_str(r#""just text""#).unwrap();
+        assert_eq!(plain.into_text(), "just text");
+    }
+}

@@ -1,0 +1,159 @@
+//! PagerDuty v3 webhooks. `incident.triggered` becomes a ticket answered with an incident
+//! note; every other event is acknowledged and ignored, `incident.annotated` included: that
+//! is what runlink's own notes cause. Signatures are `X-PagerDuty-Signature: v1=<hex>`, one
+//! per active secret, so during a rotation either configured secret verifies. Retries carry
+//! the same `X-Webhook-Id`.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::{IngestError, ignored_response, invalid_field, parse_json, read_body};
+use crate::app::AppState;
+use crate::config::Secret;
+use crate::render::is_runlink_text;
+use crate::ticket::{ReplyTarget, SourceKind, Ticket, TicketId};
+
+const SIGNATURE: &str = "X-PagerDuty-Signature";
+const WEBHOOK_ID: &str = "X-Webhook-Id";
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    event: Event,
+}
+
+#[derive(Debug, Deserialize)]
+struct Event {
+    id: String,
+    event_type: String,
+    data: EventData,
+}
+
+/// Only incidents are read in full; other events' data is never looked at.
+#[derive(Debug, Deserialize)]
+struct EventData {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    service: Option<Reference>,
+    #[serde(default)]
+    urgency: Option<String>,
+    #[serde(default)]
+    priority: Option<Reference>,
+    #[serde(default)]
+    incident_key: Option<String>,
+    /// Set on `incident.annotated`: the note's text.
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Reference {
+    #[serde(default)]
+    summary: Option<String>,
+}
+
+fn verify(req: &HttpRequest, secrets: &[Secret], body: &[u8]) -> Result<(), IngestError> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let header = super::header(req, SIGNATURE)?.ok_or(IngestError::MissingSignature(SIGNATURE))?;
+    let valid = header
+        .split(',')
+        .filter_map(|part| part.trim().strip_prefix("v1="))
+        .any(|hex| {
+            secrets
+                .iter()
+                .any(|s| super::verify_hmac_sha256(s.expose().as_bytes(), body, hex))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(IngestError::BadSignature(SIGNATURE))
+    }
+}
+
+fn ticket_from(event: Event, delivery: crate::ticket::DeliveryId) -> Result<Ticket, IngestError> {
+    let data = event.data;
+    let id = data
+        .id
+        .filter(|id| !id.trim().is_empty())
+        .ok_or_else(|| invalid_field("event.data.id", "is required for incident events"))?;
+    let title = data
+        .title
+        .ok_or_else(|| invalid_field("event.data.title", "is required for incident events"))?;
+    let target =
+        ReplyTarget::parse("pagerduty", &id).map_err(|e| invalid_field("event.data.id", e))?;
+    let mut labels = BTreeMap::new();
+    if let Some(service) = data.service.and_then(|s| s.summary) {
+        labels.insert("service".to_string(), service);
+    }
+    if let Some(urgency) = data.urgency {
+        labels.insert("urgency".into(), urgency);
+    }
+    if let Some(priority) = data.priority.and_then(|p| p.summary) {
+        labels.insert("priority".into(), priority);
+    }
+    let mut annotations = BTreeMap::new();
+    if let Some(key) = data.incident_key {
+        annotations.insert("incident_key".to_string(), key);
+    }
+    Ok(Ticket {
+        id: TicketId::parse(format!("pagerduty:{id}"))
+            .map_err(|e| invalid_field("event.data.id", e))?,
+        source: SourceKind::Pagerduty,
+        delivery,
+        title,
+        body: String::new(),
+        labels,
+        annotations,
+        alertname: None,
+        reply: Some(target),
+        query: None,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(source = "pagerduty", ticket = tracing::field::Empty))]
+pub async fn webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
+    super::guarded("pagerduty", &state, handle(req, payload, &state)).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, &'static str), IngestError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    verify(&req, &state.sources.pagerduty_secrets, &body)?;
+    let envelope: Envelope = parse_json(&body)?;
+    let event = envelope.event;
+    match event.event_type.as_str() {
+        "incident.triggered" => {}
+        "incident.annotated" if event.data.content.as_deref().is_some_and(is_runlink_text) => {
+            return Ok((ignored_response("note was written by runlink"), "ignored"));
+        }
+        _ => {
+            return Ok((
+                ignored_response("only `incident.triggered` events are enriched"),
+                "ignored",
+            ));
+        }
+    }
+    // The header is the documented dedup key; the event id is the same for a retry and
+    // serves when a proxy strips the header.
+    let delivery = match super::delivery_header(&req, WEBHOOK_ID)? {
+        Some(id) => id,
+        None => {
+            crate::ticket::DeliveryId::parse(&event.id).map_err(|e| invalid_field("event.id", e))?
+        }
+    };
+    let ticket = ticket_from(event, delivery)?;
+    super::accept_one(state, ticket).await
+}
