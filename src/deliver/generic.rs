@@ -72,7 +72,7 @@ impl GenericDestination {
                     source,
                 })?;
         }
-        Ok(GenericDestination {
+        let destination = GenericDestination {
             destination: format!("generic.{}", config.name),
             target_name: config.name.clone(),
             client,
@@ -83,7 +83,28 @@ impl GenericDestination {
             templates,
             policy,
             pacer: Pacer::new(config.common.pacing.clone()),
-        })
+        };
+        // Unknown filters and the like only show when a template runs: run both once now,
+        // so a typo fails the start-up instead of every delivery.
+        let sample = Context {
+            comment: "comment",
+            target: Target { id: "id" },
+            ticket: "ticket",
+            delivery_key: "key",
+            marker: crate::render::marker_token("key"),
+        };
+        for field in ["path", "body"] {
+            destination
+                .templates
+                .get_template(field)
+                .and_then(|t| t.render(minijinja::value::Serde(&sample)))
+                .map_err(|source| GenericTemplateError {
+                    name: config.name.clone(),
+                    field,
+                    source,
+                })?;
+        }
+        Ok(destination)
     }
 
     fn render(&self, field: &str, context: &Context<'_>) -> Result<String, String> {
