@@ -444,4 +444,77 @@ mod tests {
             Config::from_toml("[destinations.github]\ntoken = \"ghp_supersecret\"").unwrap();
         assert!(!format!("{config:?}").contains("supersecret"));
     }
+
+    #[test]
+    fn every_destination_is_enabled_by_its_api_url_and_checked() {
+        let config = Config::from_toml(
+            r#"
+[destinations.jira]
+api_url = "https://acme.atlassian.net"
+email = "bot@acme.com"
+token = "t"
+[destinations.pagerduty]
+api_url = "https://api.pagerduty.com"
+token = "t"
+from = "bot@acme.com"
+[destinations.opsgenie]
+api_url = "https://api.opsgenie.com"
+api_key = "k"
+[destinations.servicenow]
+api_url = "https://acme.service-now.com"
+token = "t"
+[destinations.generic.chat]
+api_url = "https://chat.internal/api"
+[[routes]]
+source = "alertmanager"
+destination = "jira"
+annotation = "ticket"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.destinations.names(),
+            [
+                "github",
+                "jira",
+                "pagerduty",
+                "opsgenie",
+                "servicenow",
+                "generic.chat"
+            ]
+        );
+        assert_eq!(config.routes.len(), 1);
+
+        let err =
+            Config::from_toml("[destinations.pagerduty]\napi_url = \"https://x\"\ntoken = \"t\"")
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("destinations.pagerduty.from"),
+            "{err}"
+        );
+        let err = Config::from_toml("[destinations.jira]\napi_url = \"https://x\"").unwrap_err();
+        assert!(err.to_string().contains("destinations.jira"), "{err}");
+        let err = Config::from_toml("[[routes]]\ndestination = \"jira\"\nannotation = \"ticket\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("routes.destination"), "{err}");
+        let err =
+            Config::from_toml("[sources.generic.x]\ntitle = \"title\"\nid = \"/id\"").unwrap_err();
+        assert!(
+            err.to_string().contains("sources.generic.<name>.title"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unauthenticated_sources_are_listed_for_the_warning() {
+        let config = Config::from_toml(
+            "[sources.github]\nsecret = \"s\"\n[sources.pagerduty]\nsecrets = [\"a\"]\n[sources.generic.t]\ntitle = \"/t\"\nid = \"/i\"",
+        )
+        .unwrap();
+        let open = config.sources.unauthenticated();
+        assert!(!open.contains(&"github".to_string()));
+        assert!(!open.contains(&"pagerduty".to_string()));
+        assert!(open.contains(&"jira".to_string()));
+        assert!(open.contains(&"generic.t".to_string()));
+    }
 }

@@ -261,4 +261,22 @@ mod tests {
         assert!(!out.contains("First steps"), "{out}");
         assert!(out.contains("<!-- runlink:delivery=k123 -->"), "{out}");
     }
+
+    #[test]
+    fn every_default_template_carries_the_marker_link_and_steps() {
+        let (renderer, matcher) = setup();
+        let t = ticket("[FIRING:1] DiskFull");
+        let sig = AlarmSignature::of(&t, &Normalizer::default());
+        let decision = matcher.decide(&sig, 3).unwrap();
+        for name in TEMPLATES {
+            let out = renderer.render(name, &t, &sig, &decision, "k123").unwrap();
+            assert!(out.contains("https://rb.example/disk"), "{name}: {out}");
+            assert!(out.contains("df -h"), "{name}: {out}");
+            assert!(out.contains("du -xh / | sort -h"), "{name}: {out}");
+            // Jira carries the marker as a comment property instead.
+            if *name != "jira.md.j2" {
+                assert!(out.contains(&marker_token("k123")), "{name}: {out}");
+            }
+        }
+    }
 }
