@@ -29,6 +29,7 @@ use crate::deliver::{self, Destination, Destinations};
 use crate::matcher::{Matcher, MatcherSettings};
 use crate::metrics::Metrics;
 use crate::outbox::Store;
+use crate::outbox::postgres::PostgresStore;
 use crate::outbox::sqlite::SqliteStore;
 use crate::pipeline::{Coalescer, MatcherHandle, Pipeline};
 use crate::reload::{self, Reloader};
@@ -96,9 +97,11 @@ pub fn build_matcher(
     Ok((Matcher::new(Arc::new(index), settings), corpus.errors))
 }
 
-pub fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, AppError> {
+/// Opens the configured store and brings its schema up to date.
+pub async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, AppError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreUrl::Postgres(url) => Ok(Arc::new(PostgresStore::open(url.expose()).await?)),
     }
 }
 
@@ -196,7 +199,7 @@ impl Application {
             dir = %config.runbooks_dir.display(),
             "runbook index built"
         );
-        let store = open_store(&config.store)?;
+        let store = open_store(&config.store).await?;
 
         let client = deliver::http_client(config.outbox.request_timeout)?;
         let policy = RetryPolicy {
@@ -324,6 +327,11 @@ impl Application {
         if let Some(interval) = config.runbooks_watch {
             tokio::spawn(reload::watch(reloader, interval, shutdown_rx.clone()));
         }
+        tokio::spawn(resync_pending(
+            store.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        ));
         let worker = config.outbox.worker.then(|| {
             tokio::spawn(deliver::run_workers(
                 store,
@@ -358,6 +366,30 @@ impl Application {
             let _ = worker.await;
         }
         result
+    }
+}
+
+/// The pending count each replica keeps is its own accepts minus its own deliveries; with
+/// several replicas on one database (or dead letters requeued from the CLI) it drifts. Reading
+/// the store's count now and then keeps the gauge, and load shedding that uses it, true.
+async fn resync_pending(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        match store.counts().await {
+            Ok(counts) => metrics.set_pending(counts.pending as i64),
+            Err(error) => tracing::warn!(%error, "cannot read outbox counts"),
+        }
     }
 }
 

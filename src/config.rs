@@ -194,6 +194,33 @@ impl RawSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    Postgres(PostgresUrl),
+}
+
+/// A PostgreSQL connection URL. It usually holds a password, so it prints without one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                // Passwords can also hide in the query (`?password=`).
+                url.set_query(None);
+                write!(f, "PostgresUrl({url})")
+            }
+            Err(_) => f.write_str("PostgresUrl(***)"),
+        }
+    }
 }
 
 impl StoreUrl {
@@ -207,9 +234,15 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            raw.parse::<tokio_postgres::Config>()
+                .map_err(|e| ConfigError::invalid("store.url", e.to_string()))?;
+            return Ok(StoreUrl::Postgres(PostgresUrl(raw.to_string())));
+        }
+        let scheme = raw.split("://").next().unwrap_or(raw);
         Err(ConfigError::invalid(
             "store.url",
-            format!("unsupported store `{raw}` (expected sqlite://PATH)"),
+            format!("unsupported store `{scheme}` (expected sqlite://PATH or postgres://...)"),
         ))
     }
 }
@@ -305,6 +338,12 @@ impl TryFrom<RawSettings> for Config {
             return Err(ConfigError::invalid(
                 "outbox.backoff_cap_ms",
                 "needs 0 < backoff_base_ms <= backoff_cap_ms",
+            ));
+        }
+        if raw.outbox.lease_secs.max(1) * 1000 < raw.outbox.request_timeout_ms + 1000 {
+            return Err(ConfigError::invalid(
+                "outbox.lease_secs",
+                "must exceed outbox.request_timeout_ms by at least a second: a send must end before its lease does",
             ));
         }
         if raw.outbox.max_attempts == 0 {
@@ -516,5 +555,16 @@ annotation = "ticket"
         assert!(!open.contains(&"pagerduty".to_string()));
         assert!(open.contains(&"jira".to_string()));
         assert!(open.contains(&"generic.t".to_string()));
+    }
+
+    #[test]
+    fn postgres_urls_are_accepted_and_print_without_their_password() {
+        let config =
+            Config::from_toml("[store]\nurl = \"postgres://runlink:hunter2@db:5432/runlink\"")
+                .unwrap();
+        assert!(matches!(config.store, StoreUrl::Postgres(_)));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("db:5432"), "{printed}");
     }
 }

@@ -44,6 +44,7 @@ fn item(destination: &str, target: ReplyTarget) -> OutboxItem {
         attempts: 0,
         uncertain: false,
         created_ms: 0,
+        lease_until_ms: i64::MAX,
     }
 }
 

@@ -4,12 +4,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::double::{Answer, GithubDouble};
+use common::process::*;
 use common::*;
 use futures::StreamExt;
 
@@ -177,38 +177,6 @@ async fn above_the_high_water_mark_webhooks_get_503_with_retry_after() {
     assert_eq!(github.stored(), 0);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_server(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_runlink"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("runlink starts")
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not become healthy");
-}
-
 /// Kills the server with SIGKILL in the middle of a burst against a destination that throttles
 /// and fails, restarts it on the same store, and checks the ledger: every 2xx has exactly one
 /// comment, every error status has none. A request cut off without any answer may or may not
@@ -244,6 +212,7 @@ backoff_base_ms = 50
 backoff_cap_ms = 500
 max_attempts = 100
 lease_secs = 2
+request_timeout_ms = 1000
 [sources.github]
 secret = "{SECRET}"
 [destinations.github]

@@ -28,9 +28,13 @@ fn since_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
         .transpose()
 }
 
-fn store_for(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store inside the runtime that will use it: a PostgreSQL pool's connections
+/// live on the runtime that made them.
+async fn store_for(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Store>> {
     let config = super::load_config(config)?;
-    open_store(&config.store).context("cannot open the store")
+    open_store(&config.store)
+        .await
+        .context("cannot open the store")
 }
 
 #[derive(Debug, Args)]
@@ -118,9 +122,9 @@ async fn read_audit(
 }
 
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(args.config.as_deref())?;
     let since = since_ms(args.since.as_deref())?;
     actix_web::rt::System::new().block_on(async move {
+        let store = store_for(args.config.as_deref()).await?;
         let records = read_audit(store.as_ref(), args.ticket, since, Some(args.limit)).await?;
         for record in &records {
             if args.json {
@@ -159,9 +163,9 @@ struct Gap {
 }
 
 pub fn coverage(args: CoverageArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(args.config.as_deref())?;
     let since = since_ms(Some(&args.since))?;
     actix_web::rt::System::new().block_on(async move {
+        let store = store_for(args.config.as_deref()).await?;
         let records = read_audit(store.as_ref(), None, since, None).await?;
         let mut gaps: HashMap<String, Gap> = HashMap::new();
         for record in records {
@@ -240,11 +244,11 @@ struct Change {
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(args.config.as_deref())?;
     let (matcher, normalizer) =
         super::match_cmd::matcher_for(&args.runbooks, args.config.as_deref())?;
     let since = since_ms(Some(&args.since))?.unwrap_or(0);
     actix_web::rt::System::new().block_on(async move {
+        let store = store_for(args.config.as_deref()).await?;
         let tickets = store.tickets_since(since, args.limit).await?;
         let records = read_audit(store.as_ref(), None, Some(since), None).await?;
         // The decision recorded for each ticket (its last one).

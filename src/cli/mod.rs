@@ -75,6 +75,14 @@ enum Command {
     Replay(history::ReplayArgs),
     /// Inspect the outbox and re-queue dead letters.
     Outbox(outbox::OutboxArgs),
+    /// Create or upgrade the store's schema and exit (the server also does this at start;
+    /// run it first when replicas start with a database user that may not alter tables).
+    ///
+    /// Example: RUNLINK__STORE__URL=postgres://runlink@db/runlink runlink migrate
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Exit 0 when the server answers 2xx on its health URL (for container health checks).
     ///
     /// Example: runlink health --url http://127.0.0.1:8080/readyz
@@ -90,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Match(args) => match_cmd::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Health { url } => health(&url),
+        Command::Migrate { config } => migrate(config),
         Command::Outbox(args) => outbox::run(args),
         Command::Lint(args) => lint::run(args),
         Command::Test(args) => golden::run(args),
@@ -111,6 +120,17 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .await
             .context("cannot start the server")?;
         app.run_until_stopped().await.context("server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn migrate(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = load_config(config.as_deref())?;
+    actix_web::rt::System::new().block_on(async move {
+        runlink::app::open_store(&config.store)
+            .await
+            .context("cannot migrate the store")?;
+        println!("store schema is up to date ({:?})", config.store);
         Ok(ExitCode::SUCCESS)
     })
 }

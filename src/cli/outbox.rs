@@ -52,8 +52,10 @@ enum OutboxCommand {
 
 pub fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref())?;
-    let store = open_store(&config.store).context("cannot open the store")?;
     actix_web::rt::System::new().block_on(async move {
+        let store = open_store(&config.store)
+            .await
+            .context("cannot open the store")?;
         match args.command {
             OutboxCommand::List {
                 dead,

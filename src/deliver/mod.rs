@@ -141,6 +141,9 @@ pub fn wrong_target(destination: &str, item: &OutboxItem) -> Attempt {
     ))
 }
 
+/// Time kept free at the end of a lease, for clock drift between replicas and the settle.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
 /// One HTTP client for all destinations: connection pools are shared, TLS set up once.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     // reqwest is built without a bundled crypto provider; install ring once per process.
@@ -228,7 +231,13 @@ async fn run_destination(
         }
         // Claim a batch even when the bucket is low: `acquire` paces the sends, and a batch
         // in hand keeps the destination busy at its rate instead of one claim per token.
-        let room = config.batch_size;
+        // No more than the pacer lets through before the lease runs out: an item still
+        // waiting for a token when its lease ends could be claimed and posted by another
+        // replica while this one posts it too.
+        let window = config
+            .lease
+            .saturating_sub(config.request_timeout + LEASE_MARGIN);
+        let room = config.batch_size.min(pacer.sendable_within(window).max(1));
         let claimed = match store
             .claim_due(destination.name(), now_ms(), room, config.lease)
             .await
@@ -254,6 +263,18 @@ async fn run_destination(
             let metrics = metrics.clone();
             batch.spawn(async move {
                 let _permit = destination.pacer().acquire().await;
+                // The send must finish (or time out) inside the lease; if the wait for a
+                // token ate it, give the item back unsent rather than race its next owner.
+                let must_end =
+                    now_ms() + (config.request_timeout + LEASE_MARGIN).as_millis() as i64;
+                if must_end > item.lease_until_ms {
+                    tracing::warn!(id = item.id, "lease too short for a send: item released");
+                    metrics.delivery(destination.name(), "released");
+                    if let Err(error) = store.release(&item).await {
+                        tracing::error!(%error, "cannot release item");
+                    }
+                    return;
+                }
                 deliver_one(
                     store.as_ref(),
                     destination.as_ref(),

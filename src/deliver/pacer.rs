@@ -104,6 +104,17 @@ impl Pacer {
         Self::wait_in(&state, now)
     }
 
+    /// About how many sends the bucket allows within `window` at the rate in force: a worker
+    /// claims no more than this, so what it leases it can send before the lease runs out.
+    pub fn sendable_within(&self, window: Duration) -> usize {
+        let now = Instant::now();
+        let mut state = self.lock();
+        self.refill(&mut state, now);
+        let blocked = Self::wait_in(&state, now);
+        let usable = window.saturating_sub(blocked).as_secs_f64();
+        (state.tokens.max(0.0) + usable * state.rate).floor() as usize
+    }
+
     /// Waits for a token, for any pause or open breaker to end, and for a free slot.
     pub async fn acquire(&self) -> SemaphorePermit<'_> {
         let permit = self

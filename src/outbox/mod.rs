@@ -3,6 +3,7 @@
 //! the delivery worker then drains it. The store is a trait so the embedded SQLite backend
 //! and a shared database backend behave the same for the rest of the program.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -17,6 +18,10 @@ use crate::ticket::{ReplyTarget, Ticket, TicketId};
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("store: connection pool: {0}")]
+    Pool(String),
     #[error("store: cannot create {path}: {source}")]
     Dir {
         path: String,
@@ -76,6 +81,10 @@ pub struct OutboxItem {
     /// or a crash between sending and recording): look for the marker before posting again.
     pub uncertain: bool,
     pub created_ms: i64,
+    /// This claim's lease: after it, another worker (another replica) may claim the item.
+    /// It also identifies the claim, so a worker that lost its lease cannot settle over the
+    /// one that holds it now.
+    pub lease_until_ms: i64,
 }
 
 /// A ticket as it was received and stored.
@@ -187,12 +196,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// many were requeued.
     async fn requeue(&self, which: Requeue) -> Result<u64, StoreError>;
 
+    /// Records an attempt. A delivery is recorded whoever holds the lease (the comment is
+    /// posted, whatever happens next); a retry or a dead letter only by the lease holder.
     async fn settle(
         &self,
         item: &OutboxItem,
         settle: Settle,
         event: AuditEvent,
     ) -> Result<(), StoreError>;
+
+    /// Gives back a claimed item that was not sent (its lease would run out before the send
+    /// could finish): due again at once, and not uncertain, since nothing was sent.
+    async fn release(&self, item: &OutboxItem) -> Result<(), StoreError>;
 
     async fn record(&self, ticket: Option<&TicketId>, event: AuditEvent) -> Result<(), StoreError>;
 

@@ -479,6 +479,7 @@ impl Store for SqliteStore {
                         attempts,
                         uncertain: uncertain || claims > attempts,
                         created_ms,
+                        lease_until_ms: lease_until,
                     });
                 }
                 items
@@ -502,6 +503,7 @@ impl Store for SqliteStore {
         event: AuditEvent,
     ) -> Result<(), StoreError> {
         let id = item.id;
+        let lease = item.lease_until_ms;
         let ticket = item.ticket.to_string();
         self.with_conn(move |conn| {
             let now = now_ms();
@@ -522,19 +524,32 @@ impl Store for SqliteStore {
                     "UPDATE outbox SET attempts = attempts + 1, claims = attempts + 1,
                             next_attempt_at = ?2, lease_until = 0, last_error = ?3,
                             uncertain = (uncertain OR ?5), updated_at = ?4
-                     WHERE id = ?1",
-                    params![id, at_ms, error, now, uncertain],
+                     WHERE id = ?1 AND lease_until = ?6",
+                    params![id, at_ms, error, now, uncertain, lease],
                 )?,
                 Settle::Dead { error } => tx.execute(
                     "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
                             claims = attempts + 1, lease_until = 0,
                             last_error = ?2, updated_at = ?3
-                     WHERE id = ?1",
-                    params![id, error, now],
+                     WHERE id = ?1 AND lease_until = ?4",
+                    params![id, error, now, lease],
                 )?,
             };
             insert_audit(&tx, now, Some(&ticket), &event)?;
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        let (id, lease) = (item.id, item.lease_until_ms);
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE outbox SET lease_until = 0, claims = attempts
+                 WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
+                params![id, lease],
+            )?;
             Ok(())
         })
         .await

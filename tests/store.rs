@@ -1,0 +1,486 @@
+//! One behaviour, two backends: every test here runs against the embedded SQLite store and,
+//! when `RUNLINK_TEST_POSTGRES_URL` is set (CI always sets it), against PostgreSQL, through
+//! the same `Store` trait the server uses. The last tests are about replicas: several store
+//! handles on one PostgreSQL database, as several runlink processes would have.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runlink::audit::AuditEvent;
+use runlink::config::StoreUrl;
+use runlink::outbox::{
+    AcceptOutcome, Accepted, AuditQuery, ItemState, NewDelivery, Requeue, Settle, Store, now_ms,
+};
+use runlink::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    url: StoreUrl,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn open(url: &StoreUrl) -> Arc<dyn Store> {
+    runlink::app::open_store(url).await.expect("store opens")
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        StoreUrl::parse(&format!("sqlite://{}", dir.path().join("s.db").display())).unwrap();
+    let mut out = vec![Backend {
+        name: "sqlite",
+        store: open(&sqlite).await,
+        url: sqlite,
+        _dir: Some(dir),
+    }];
+    if let Some(admin) = common::pg::admin_url() {
+        let url = StoreUrl::parse(&common::pg::fresh_database(&admin).await).unwrap();
+        out.push(Backend {
+            name: "postgres",
+            store: open(&url).await,
+            url,
+            _dir: None,
+        });
+    }
+    out
+}
+
+fn accepted(ticket: &str, delivery: &str, key: &str) -> Accepted {
+    Accepted {
+        ticket: Ticket {
+            id: TicketId::parse(ticket).unwrap(),
+            source: SourceKind::Github,
+            delivery: DeliveryId::parse(delivery).unwrap(),
+            title: "Disk full".into(),
+            body: String::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            alertname: None,
+            reply: None,
+            query: None,
+        },
+        signature_key: "sig".into(),
+        events: vec![AuditEvent::Received {
+            source: "github".into(),
+            delivery: delivery.into(),
+            title: "Disk full".into(),
+        }],
+        delivery: Some(NewDelivery {
+            delivery_key: key.into(),
+            destination: "github".into(),
+            target: ReplyTarget::GithubIssue {
+                owner: "acme".into(),
+                repo: "ops".into(),
+                number: 1,
+            },
+            body: "hello".into(),
+        }),
+        max_per_ticket: 2,
+    }
+}
+
+fn event() -> AuditEvent {
+    AuditEvent::NotEnqueued {
+        reason: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn duplicates_and_the_per_ticket_cap() {
+    for b in backends().await {
+        let s = &b.store;
+        let t = "github:acme/ops#1";
+        assert_eq!(
+            s.accept(accepted(t, "d1", "k1")).await.unwrap(),
+            AcceptOutcome::Stored,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.accept(accepted(t, "d1", "k1")).await.unwrap(),
+            AcceptOutcome::DuplicateDelivery,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.accept(accepted(t, "d2", "k1")).await.unwrap(),
+            AcceptOutcome::AlreadyEnriched,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.accept(accepted(t, "d3", "k2")).await.unwrap(),
+            AcceptOutcome::Stored,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.accept(accepted(t, "d4", "k3")).await.unwrap(),
+            AcceptOutcome::CapReached,
+            "{}",
+            b.name
+        );
+        assert_eq!(s.counts().await.unwrap().pending, 2, "{}", b.name);
+        let tickets = s.tickets_since(0, 100).await.unwrap();
+        assert_eq!(
+            tickets.len(),
+            4,
+            "{}: every distinct delivery is kept",
+            b.name
+        );
+        assert_eq!(tickets[0].ticket.title, "Disk full");
+    }
+}
+
+#[tokio::test]
+async fn claims_lease_items_and_unsettled_ones_return_uncertain() {
+    for b in backends().await {
+        let s = &b.store;
+        s.accept(accepted("github:acme/ops#1", "d1", "k1"))
+            .await
+            .unwrap();
+        let now = now_ms() + 10;
+        let first = s.claim_due("github", now, 10, LEASE).await.unwrap();
+        assert_eq!(first.len(), 1, "{}", b.name);
+        assert!(!first[0].uncertain);
+        assert_eq!(
+            first[0].target,
+            accepted("x:1", "d", "k").delivery.unwrap().target
+        );
+        assert!(
+            s.claim_due("github", now, 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: leased",
+            b.name
+        );
+        assert!(
+            s.claim_due("jira", now + 31_000, 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = s
+            .claim_due("github", now + 31_000, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{}: the lease ran out", b.name);
+        assert!(
+            again[0].uncertain,
+            "{}: a claim that was never settled may have posted",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn settling_records_state_and_audit() {
+    for b in backends().await {
+        let s = &b.store;
+        s.accept(accepted("github:acme/ops#1", "d1", "k1"))
+            .await
+            .unwrap();
+        s.accept(accepted("github:acme/ops#2", "d2", "k2"))
+            .await
+            .unwrap();
+        s.accept(accepted("github:acme/ops#3", "d3", "k3"))
+            .await
+            .unwrap();
+        let items = s
+            .claim_due("github", now_ms() + 10, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(items.len(), 3, "{}", b.name);
+        s.settle(&items[0], Settle::Delivered, event())
+            .await
+            .unwrap();
+        s.settle(
+            &items[1],
+            Settle::RetryAt {
+                at_ms: now_ms() + 60_000,
+                error: "HTTP 503".into(),
+                uncertain: true,
+            },
+            event(),
+        )
+        .await
+        .unwrap();
+        s.settle(
+            &items[2],
+            Settle::Dead {
+                error: "HTTP 404".into(),
+            },
+            event(),
+        )
+        .await
+        .unwrap();
+        let counts = s.counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.delivered, counts.dead),
+            (1, 1, 1),
+            "{}",
+            b.name
+        );
+        // Not due yet.
+        assert!(
+            s.claim_due("github", now_ms() + 10, 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let retried = s
+            .claim_due("github", now_ms() + 61_000, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(retried.len(), 1);
+        assert_eq!(retried[0].attempts, 1);
+        assert!(
+            retried[0].uncertain,
+            "{}: a timed-out attempt stays uncertain",
+            b.name
+        );
+
+        let dead = s.list(Some(ItemState::Dead), 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 404"));
+        assert_eq!(s.list(None, 10).await.unwrap().len(), 3);
+        assert_eq!(
+            s.requeue(Requeue::One(dead[0].id)).await.unwrap(),
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(s.requeue(Requeue::AllDead).await.unwrap(), 0);
+        let back = s
+            .claim_due("github", now_ms() + 10, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            back[0].attempts, 0,
+            "{}: requeued with a fresh count",
+            b.name
+        );
+
+        let log = s
+            .audit_log(AuditQuery {
+                ticket: Some("github:acme/ops#1".into()),
+                since_ms: None,
+                limit: None,
+            })
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = log.iter().map(|r| r.event.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["received", "enqueued", "not_enqueued"],
+            "{}",
+            b.name
+        );
+        s.record(None, event()).await.unwrap();
+        let all = s.audit_log(AuditQuery::default()).await.unwrap();
+        assert!(all.last().unwrap().ticket.is_none());
+        let limited = s
+            .audit_log(AuditQuery {
+                limit: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(limited.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn items_for_unconfigured_destinations_are_orphans() {
+    for b in backends().await {
+        let s = &b.store;
+        let mut a = accepted("jira:OPS-1", "d1", "k1");
+        a.delivery.as_mut().unwrap().destination = "jira".into();
+        s.accept(a).await.unwrap();
+        s.accept(accepted("github:acme/ops#1", "d2", "k2"))
+            .await
+            .unwrap();
+        let orphans = s.orphans(&["github"]).await.unwrap();
+        assert_eq!(orphans.len(), 1, "{}", b.name);
+        assert_eq!(orphans[0].destination, "jira");
+        assert!(s.orphans(&["github", "jira"]).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn state_survives_reopening_the_store() {
+    for b in backends().await {
+        b.store
+            .accept(accepted("github:acme/ops#1", "d1", "k1"))
+            .await
+            .unwrap();
+        let reopened = open(&b.url).await;
+        assert_eq!(reopened.counts().await.unwrap().pending, 1, "{}", b.name);
+        assert_eq!(
+            reopened
+                .accept(accepted("github:acme/ops#1", "d1", "k1"))
+                .await
+                .unwrap(),
+            AcceptOutcome::DuplicateDelivery,
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_accepts_are_all_stored() {
+    for b in backends().await {
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = b.store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.accept(accepted(
+                    &format!("github:acme/ops#{i}"),
+                    &format!("d{i}"),
+                    &format!("k{i}"),
+                ))
+                .await
+                .unwrap()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), AcceptOutcome::Stored, "{}", b.name);
+        }
+        assert_eq!(b.store.counts().await.unwrap().pending, 200, "{}", b.name);
+    }
+}
+
+/// Three handles on one database, as three replicas: the same retried webhook arriving at
+/// all of them at once is stored once, and their claims never hand out an item twice.
+#[tokio::test]
+async fn replicas_on_one_postgres_store_once_and_never_claim_the_same_item() {
+    let Some(admin) = common::pg::admin_url() else {
+        return;
+    };
+    let url = StoreUrl::parse(&common::pg::fresh_database(&admin).await).unwrap();
+    let replicas: Vec<Arc<dyn Store>> = vec![open(&url).await, open(&url).await, open(&url).await];
+
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        for r in &replicas {
+            let r = r.clone();
+            tasks.push(tokio::spawn(async move {
+                r.accept(accepted(
+                    &format!("github:acme/ops#{i}"),
+                    &format!("d{i}"),
+                    &format!("k{i}"),
+                ))
+                .await
+                .unwrap()
+            }));
+        }
+    }
+    let mut stored = 0;
+    for task in tasks {
+        if task.await.unwrap() == AcceptOutcome::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(
+        stored, 100,
+        "each delivery is stored by exactly one replica"
+    );
+    assert_eq!(replicas[0].counts().await.unwrap().pending, 100);
+
+    let now = now_ms() + 10;
+    let mut claims = Vec::new();
+    for _ in 0..5 {
+        for r in &replicas {
+            let r = r.clone();
+            claims.push(tokio::spawn(async move {
+                r.claim_due("github", now, 5, LEASE).await.unwrap()
+            }));
+        }
+    }
+    let mut seen = HashSet::new();
+    for claim in claims {
+        for item in claim.await.unwrap() {
+            assert!(seen.insert(item.id), "item {} was claimed twice", item.id);
+        }
+    }
+    assert_eq!(seen.len(), 75);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
+    let Some(admin) = common::pg::admin_url() else {
+        return;
+    };
+    let raw = common::pg::fresh_database(&admin).await;
+    let opened = futures::future::join_all(
+        (0..4).map(|_| runlink::outbox::postgres::PostgresStore::open(&raw)),
+    )
+    .await;
+    for store in opened {
+        let store = store.expect("every replica starts");
+        assert_eq!(store.migrate().await.unwrap(), 1);
+    }
+}
+
+/// A worker whose lease ran out must not overwrite the new owner's claim, and an item given
+/// back unsent is due at once and not treated as possibly posted.
+#[tokio::test]
+async fn only_the_lease_holder_settles_and_released_items_are_certain() {
+    for b in backends().await {
+        let s = &b.store;
+        s.accept(accepted("github:acme/ops#1", "d1", "k1"))
+            .await
+            .unwrap();
+        let now = now_ms() + 10;
+        let old = s
+            .claim_due("github", now, 10, LEASE)
+            .await
+            .unwrap()
+            .remove(0);
+        let new = s
+            .claim_due("github", now + 31_000, 10, LEASE)
+            .await
+            .unwrap()
+            .remove(0);
+        s.settle(
+            &old,
+            Settle::Dead {
+                error: "stale".into(),
+            },
+            event(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.counts().await.unwrap().dead,
+            0,
+            "{}: stale settle ignored",
+            b.name
+        );
+        s.release(&old).await.unwrap();
+        assert!(
+            s.claim_due("github", now + 31_000, 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: a stale release leaves the new lease alone",
+            b.name
+        );
+        s.release(&new).await.unwrap();
+        let again = s
+            .claim_due("github", now + 31_000, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{}: released items are due at once", b.name);
+        assert!(!again[0].uncertain, "{}: nothing was sent", b.name);
+    }
+}
