@@ -1,6 +1,7 @@
 //! Failback storm and ingest benchmarks against a release build of runlink.
 //!
 //!   cargo bench --bench storm -- [storm] [--n 10000] [--rate 200] [--clients 64]
+//!                                [--postgres URL --replicas 3]
 //!   cargo bench --bench storm -- ingest [--seconds 10] [--clients 32]
 //!
 //! `storm`: N GitHub webhooks from many concurrent clients, against a GitHub double that
@@ -8,6 +9,9 @@
 //! configured 20 % above R, so it must be told to slow down). Prints accepted, rejected,
 //! lost, duplicates, time to accept the burst, time to drain against the ideal N/R, requests
 //! that arrived inside a Retry-After window runlink had already been given, and peak RSS.
+//! With `--postgres URL` the store is that (empty) PostgreSQL database and `--replicas K`
+//! runlink processes share it, the webhooks spread round robin across them; each replica
+//! paces at its share of the rate.
 //!
 //! `ingest`: durable Alertmanager notifications per second (runlink, delivery worker off, each
 //! alert matched, rendered and queued) side by side with an actix-web handler that decodes the
@@ -29,6 +33,13 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn sarg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn repo(relative: &str) -> String {
@@ -93,14 +104,18 @@ fn sign(body: &str) -> String {
 }
 
 fn start_runlink(dir: &std::path::Path, port: u16, extra: &str) -> Child {
-    let config = dir.join("runlink.toml");
+    let store = format!("sqlite://{}", dir.join("runlink.db").display());
+    start_replica(dir, port, extra, &store)
+}
+
+fn start_replica(dir: &std::path::Path, port: u16, extra: &str, store: &str) -> Child {
+    let config = dir.join(format!("runlink-{port}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[runbooks]\ndir = \"{}\"\n[templates]\ndir = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n[sources.github]\nsecret = \"{SECRET}\"\n{extra}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[runbooks]\ndir = \"{}\"\n[templates]\ndir = \"{}\"\n[store]\nurl = \"{store}\"\n[sources.github]\nsecret = \"{SECRET}\"\n{extra}",
             repo("index/runbooks"),
             repo("templates"),
-            dir.join("runlink.db").display()
         ),
     )
     .unwrap();
@@ -257,14 +272,14 @@ fn start_double(rate: f64) -> (u16, web::Data<Mutex<Double>>) {
 
 async fn post_all(
     client: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     n: u64,
     clients: usize,
 ) -> Vec<(u64, Option<u16>)> {
     futures::stream::iter(0..n)
         .map(|i| {
             let client = client.clone();
-            let url = format!("{base}/webhooks/github");
+            let url = format!("{}/webhooks/github", bases[i as usize % bases.len()]);
             async move {
                 let body = issue(i);
                 let status = client
@@ -289,22 +304,45 @@ async fn storm(args: &[String]) {
     let n = arg(args, "--n", 10_000);
     let rate = arg(args, "--rate", 200) as f64;
     let clients = arg(args, "--clients", 64) as usize;
+    let postgres = sarg(args, "--postgres");
+    let replicas = if postgres.is_some() {
+        arg(args, "--replicas", 3).max(1)
+    } else {
+        1
+    };
     let (double_port, double) = start_double(rate);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // Pacing is per replica: each takes its share of what the destination allows.
     let extra = format!(
         "[outbox]\npoll_interval_ms = 100\nbackoff_base_ms = 200\nbackoff_cap_ms = 5000\nmax_attempts = 50\n[destinations.github]\napi_url = \"http://127.0.0.1:{double_port}\"\ntoken = \"t\"\nrate_per_sec = {}\nburst = {}\nconcurrency = 8\n",
-        rate * 1.2,
-        (rate / 10.0).max(1.0) as u64
+        rate * 1.2 / replicas as f64,
+        (rate / 10.0 / replicas as f64).max(1.0) as u64
     );
-    let mut server = start_runlink(dir.path(), port, &extra);
-    let base = format!("http://127.0.0.1:{port}");
     let client = runlink::deliver::http_client(Duration::from_secs(30)).unwrap();
-    wait_healthy(&client, &base).await;
+    let mut servers = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..replicas {
+        let port = free_port();
+        servers.push(match &postgres {
+            Some(url) => start_replica(dir.path(), port, &extra, url),
+            None => start_runlink(dir.path(), port, &extra),
+        });
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    for base in &bases {
+        wait_healthy(&client, base).await;
+    }
 
-    println!("storm: {n} webhooks from {clients} clients; destination allows {rate}/s");
+    println!(
+        "storm: {n} webhooks from {clients} clients to {replicas} replica(s) on {}; destination allows {rate}/s",
+        if postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
     let started = Instant::now();
-    let results = post_all(&client, &base, n, clients).await;
+    let results = post_all(&client, &bases, n, clients).await;
     let accept_time = started.elapsed();
     let accepted: Vec<u64> = results
         .iter()
@@ -324,9 +362,15 @@ async fn storm(args: &[String]) {
     }
     let drain_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = peak_rss_kib(server.id());
-    let _ = server.kill();
-    let _ = server.wait();
+    let rss = servers
+        .iter()
+        .map(|s| peak_rss_kib(s.id()))
+        .max()
+        .unwrap_or(0);
+    for server in &mut servers {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
 
     let d = double.lock().unwrap();
     let lost = accepted
@@ -355,8 +399,13 @@ async fn storm(args: &[String]) {
     println!("429s answered by the double   {}", d.throttled);
     println!("requests in Retry-After window {}", d.in_window);
     println!(
-        "peak RSS                      {:.1} MiB",
-        rss as f64 / 1024.0
+        "peak RSS                      {:.1} MiB{}",
+        rss as f64 / 1024.0,
+        if replicas > 1 {
+            " (largest replica)"
+        } else {
+            ""
+        }
     );
     if std::env::var("STORM_TRACE").is_ok() {
         let mut per_sec: std::collections::BTreeMap<u64, (u32, u32)> = Default::default();
