@@ -79,7 +79,10 @@ impl RunbookIndex {
         let mut doc_freq: HashMap<String, u32> = HashMap::new();
         for (ord, runbook) in runbooks.iter().enumerate() {
             let names: Vec<String> = runbook.alarms.iter().map(|a| split_identifier(a)).collect();
-            let names = names.join("\n");
+            // Compounds the split broke apart, written as one word in prose ("MisScheduled"
+            // is "misscheduled", "DaemonSet" is "daemonset"): adjacent parts joined.
+            let compounds: Vec<String> = names.iter().flat_map(|n| joined_pairs(n)).collect();
+            let names = format!("{}\n{}", names.join("\n"), compounds.join(" "));
             let headings = runbook.headings.join("\n");
             let mut doc = TantivyDocument::default();
             doc.add_text(fields.id, runbook.id.as_str());
@@ -248,6 +251,16 @@ impl RunbookIndex {
     }
 }
 
+/// `Kube Daemon Set` -> `kubedaemon daemonset`: lowercase, so that no analyzer step splits
+/// them again at the case change.
+fn joined_pairs(split_name: &str) -> Vec<String> {
+    let words: Vec<&str> = split_name.split_whitespace().collect();
+    words
+        .windows(2)
+        .map(|w| format!("{}{}", w[0], w[1]).to_lowercase())
+        .collect()
+}
+
 fn dedup(terms: Vec<String>) -> Vec<String> {
     let mut seen = HashSet::new();
     terms
@@ -303,6 +316,45 @@ mod tests {
         assert_eq!(
             index.query_terms("Pods not ready, pod restarting and the pods"),
             vec!["pod", "not", "readi", "restart"]
+        );
+    }
+
+    #[test]
+    fn compounds_split_from_a_name_still_match_the_one_word_form() {
+        assert_eq!(
+            joined_pairs("Kube Daemon Set Mis Scheduled"),
+            ["kubedaemon", "daemonset", "setmis", "misscheduled"]
+        );
+        let index = RunbookIndex::build(vec![
+            runbook(
+                "k/KubeDaemonSetMisScheduled.md",
+                "# KubeDaemonSetMisScheduled\n\n## Meaning\n\nPods run where they should not.\n",
+            ),
+            runbook(
+                "k/KubeDaemonSetRolloutStuck.md",
+                "# KubeDaemonSetRolloutStuck\n\n## Meaning\n\nThe rollout makes no progress; pods were scheduled long ago.\n",
+            ),
+        ])
+        .unwrap();
+        let terms: Vec<(String, f32)> = index
+            .query_terms("daemonset misscheduled")
+            .into_iter()
+            .map(|t| (t, 1.0))
+            .collect();
+        let hits = index.search(&terms, 5).unwrap();
+        assert_eq!(
+            index.runbooks()[hits[0].ord].id.as_str(),
+            "k/KubeDaemonSetMisScheduled.md"
+        );
+        assert!(index.contains(hits[0].ord, &index.query_terms("misscheduled")[0]));
+    }
+
+    #[test]
+    fn bad_and_invalid_mean_failed() {
+        let index = RunbookIndex::build(Vec::new()).unwrap();
+        assert_eq!(
+            index.query_terms("bad config"),
+            index.query_terms("failed configuration")
         );
     }
 }

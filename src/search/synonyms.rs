@@ -103,7 +103,8 @@ pub const DEFAULT_GROUPS: &[&[&str]] = &[
         "gone",
     ],
     &[
-        "error", "errors", "failure", "failures", "fail", "failed", "failing", "erroring",
+        "error", "errors", "failure", "failures", "fail", "failed", "failing", "erroring", "bad",
+        "invalid", "broken",
     ],
     &[
         "restart",
