@@ -427,7 +427,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     .await;
     for store in opened {
         let store = store.expect("every replica starts");
-        assert_eq!(store.migrate().await.unwrap(), 1);
+        assert_eq!(store.migrate().await.unwrap(), 2);
     }
 }
 
@@ -482,5 +482,20 @@ async fn only_the_lease_holder_settles_and_released_items_are_certain() {
             .unwrap();
         assert_eq!(again.len(), 1, "{}: released items are due at once", b.name);
         assert!(!again[0].uncertain, "{}: nothing was sent", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_destinations_pause_is_shared_and_only_ever_extended() {
+    for b in backends().await {
+        let s = &b.store;
+        assert_eq!(s.paused_until("github").await.unwrap(), 0, "{}", b.name);
+        s.pause("github", 5_000).await.unwrap();
+        s.pause("github", 3_000).await.unwrap();
+        assert_eq!(s.paused_until("github").await.unwrap(), 5_000, "{}", b.name);
+        s.pause("github", 9_000).await.unwrap();
+        assert_eq!(s.paused_until("github").await.unwrap(), 9_000);
+        assert_eq!(s.paused_until("jira").await.unwrap(), 0);
+        assert_eq!(s.shared(), b.name == "postgres");
     }
 }

@@ -275,6 +275,25 @@ async fn run_destination(
                     }
                     return;
                 }
+                // Replicas share a destination's Retry-After through the store: one that was
+                // told to wait makes every other one wait too.
+                if store.shared() {
+                    match store.paused_until(destination.name()).await {
+                        Ok(until) if until > now_ms() => {
+                            let wait = Duration::from_millis((until - now_ms()).max(0) as u64);
+                            destination
+                                .pacer()
+                                .pause_until(tokio::time::Instant::now() + wait);
+                            metrics.delivery(destination.name(), "paused");
+                            if let Err(error) = store.release(&item).await {
+                                tracing::error!(%error, "cannot release item");
+                            }
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(%error, "cannot read the shared pause"),
+                    }
+                }
                 deliver_one(
                     store.as_ref(),
                     destination.as_ref(),
@@ -343,6 +362,16 @@ async fn deliver_one(
         destination.post(&item).await
     };
     destination.pacer().record(feedback(&attempt));
+    if let Verdict::Retry {
+        after: Some(after), ..
+    } = &attempt.verdict
+        && store.shared()
+        && let Err(error) = store
+            .pause(destination.name(), now_ms() + after.as_millis() as i64)
+            .await
+    {
+        tracing::warn!(%error, "cannot share the destination's Retry-After");
+    }
     metrics
         .delivery_seconds
         .get_or_create(&crate::metrics::Destination {

@@ -104,6 +104,12 @@ impl Pacer {
         Self::wait_in(&state, now)
     }
 
+    /// Holds every send until `until`: another replica was told to come back then.
+    pub fn pause_until(&self, until: Instant) {
+        let mut state = self.lock();
+        state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+    }
+
     /// About how many sends the bucket allows within `window` at the rate in force: a worker
     /// claims no more than this, so what it leases it can send before the lease runs out.
     pub fn sendable_within(&self, window: Duration) -> usize {

@@ -211,6 +211,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn record(&self, ticket: Option<&TicketId>, event: AuditEvent) -> Result<(), StoreError>;
 
+    /// Whether other processes share this store (replicas): then a destination's
+    /// "come back later" must reach their workers too, through `pause` and `paused_until`.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Records that `destination` asked for no requests before `until_ms`.
+    async fn pause(&self, destination: &str, until_ms: i64) -> Result<(), StoreError>;
+
+    /// The end of the latest pause of `destination` (0 when it never paused).
+    async fn paused_until(&self, destination: &str) -> Result<i64, StoreError>;
+
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     async fn counts(&self) -> Result<OutboxCounts, StoreError>;

@@ -20,7 +20,8 @@ use super::{
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tickets (
     id BIGSERIAL PRIMARY KEY,
     source TEXT NOT NULL,
@@ -60,7 +61,15 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_ticket ON audit (ticket_id);
 CREATE INDEX audit_at ON audit (at);
-"#];
+"#,
+    // A destination's Retry-After, for every replica.
+    r#"
+CREATE TABLE pauses (
+    destination TEXT PRIMARY KEY,
+    until BIGINT NOT NULL
+);
+"#,
+];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).
 const MIGRATION_LOCK: i64 = 0x72756e6c696e6b;
@@ -131,6 +140,35 @@ impl PostgresStore {
     }
 }
 
+/// Statements are prepared once per connection and reused: an unprepared query costs a
+/// second round trip (parse, then execute) every time.
+async fn exec(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.execute(&statement, params).await?)
+}
+
+async fn one(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<tokio_postgres::Row, StoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_one(&statement, params).await?)
+}
+
+async fn rows(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query(&statement, params).await?)
+}
+
 async fn insert_audit(
     tx: &impl deadpool_postgres::GenericClient,
     at: i64,
@@ -138,7 +176,8 @@ async fn insert_audit(
     event: &AuditEvent,
 ) -> Result<(), StoreError> {
     let detail = serde_json::to_string(event)?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO audit (at, ticket_id, kind, detail) VALUES ($1, $2, $3, $4)",
         &[&at, &ticket, &event.kind(), &detail],
     )
@@ -172,21 +211,21 @@ impl Store for PostgresStore {
         let now = now_ms();
         let ticket = &accepted.ticket;
         let ticket_id = Some(ticket.id.as_str());
-        let inserted = tx
-            .execute(
-                "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
+        let inserted = exec(
+            &tx,
+            "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (source, delivery_id) DO NOTHING",
-                &[
-                    &ticket.source.as_str(),
-                    &ticket.delivery.as_str(),
-                    &ticket.id.as_str(),
-                    &accepted.signature_key,
-                    &now,
-                    &ticket_json,
-                ],
-            )
-            .await?;
+            &[
+                &ticket.source.as_str(),
+                &ticket.delivery.as_str(),
+                &ticket.id.as_str(),
+                &accepted.signature_key,
+                &now,
+                &ticket_json,
+            ],
+        )
+        .await?;
         if inserted == 0 {
             let event = AuditEvent::DuplicateDelivery {
                 source: ticket.source.to_string(),
@@ -204,22 +243,24 @@ impl Store for PostgresStore {
             Some(delivery) => {
                 // Serializes enrichments of one ticket across replicas, so the per-ticket cap
                 // holds when two of them accept different deliveries of it at once.
-                tx.execute(
+                exec(
+                    &tx,
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                     &[&ticket.id.as_str()],
                 )
                 .await?;
-                let exists: bool = tx
-                    .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = $1)",
-                        &[&delivery.delivery_key],
-                    )
-                    .await?
-                    .get(0);
+                let exists: bool = one(
+                    &tx,
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = $1)",
+                    &[&delivery.delivery_key],
+                )
+                .await?
+                .get(0);
                 let existing: i64 = if exists {
                     0
                 } else {
-                    tx.query_one(
+                    one(
+                        &tx,
                         "SELECT COUNT(*) FROM outbox WHERE ticket_id = $1",
                         &[&ticket.id.as_str()],
                     )
@@ -243,7 +284,8 @@ impl Store for PostgresStore {
                     AcceptOutcome::CapReached
                 } else {
                     let target = serde_json::to_string(&delivery.target)?;
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body,
                                              state, next_attempt_at, created_at, updated_at)
                          VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6)",
@@ -280,9 +322,9 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let lease_until = now + lease.as_millis() as i64;
         // Rows another replica is claiming right now are skipped, not waited for.
-        let rows = client
-            .query(
-                "WITH due AS (
+        let rows = rows(
+            &client,
+            "WITH due AS (
                      SELECT id, claims AS old_claims FROM outbox
                      WHERE destination = $1 AND state = 'pending'
                        AND next_attempt_at <= $2 AND lease_until <= $2
@@ -295,9 +337,9 @@ impl Store for PostgresStore {
                  RETURNING o.id, o.delivery_key, o.ticket_id, o.destination, o.target, o.body,
                            o.attempts, due.old_claims, o.uncertain, o.created_at,
                            o.next_attempt_at",
-                &[&destination, &now, &(limit as i64), &lease_until],
-            )
-            .await?;
+            &[&destination, &now, &(limit as i64), &lease_until],
+        )
+        .await?;
         let mut items = Vec::with_capacity(rows.len());
         for r in rows {
             let attempts: i32 = r.get(6);
@@ -412,7 +454,8 @@ impl Store for PostgresStore {
         let now = now_ms();
         match &settle {
             Settle::Delivered => {
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
                             claims = attempts + 1, uncertain = FALSE,
                             lease_until = 0, last_error = NULL, updated_at = $2
@@ -426,7 +469,8 @@ impl Store for PostgresStore {
                 error,
                 uncertain,
             } => {
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE outbox SET attempts = attempts + 1, claims = attempts + 1,
                             next_attempt_at = $2, lease_until = 0, last_error = $3,
                             uncertain = (uncertain OR $5), updated_at = $4
@@ -443,7 +487,8 @@ impl Store for PostgresStore {
                 .await?
             }
             Settle::Dead { error } => {
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
                             claims = attempts + 1, lease_until = 0,
                             last_error = $2, updated_at = $3
@@ -456,6 +501,33 @@ impl Store for PostgresStore {
         insert_audit(&tx, now, Some(item.ticket.as_str()), &event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn pause(&self, destination: &str, until_ms: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "INSERT INTO pauses (destination, until) VALUES ($1, $2)
+             ON CONFLICT (destination) DO UPDATE SET until = GREATEST(pauses.until, EXCLUDED.until)",
+            &[&destination, &until_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn paused_until(&self, destination: &str) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let found = rows(
+            &client,
+            "SELECT until FROM pauses WHERE destination = $1",
+            &[&destination],
+        )
+        .await?;
+        Ok(found.first().map(|r| r.get(0)).unwrap_or(0))
     }
 
     async fn release(&self, item: &OutboxItem) -> Result<(), StoreError> {

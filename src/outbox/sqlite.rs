@@ -67,6 +67,13 @@ ALTER TABLE outbox ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX outbox_ticket ON outbox (ticket_id);
 CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
 "#,
+    // A destination's Retry-After, for every worker that shares the store.
+    r#"
+CREATE TABLE pauses (
+    destination TEXT PRIMARY KEY,
+    until INTEGER NOT NULL
+);
+"#,
 ];
 
 /// How many accepts one group commit takes at most.
@@ -538,6 +545,34 @@ impl Store for SqliteStore {
             insert_audit(&tx, now, Some(&ticket), &event)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn pause(&self, destination: &str, until_ms: i64) -> Result<(), StoreError> {
+        let destination = destination.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO pauses (destination, until) VALUES (?1, ?2)
+                 ON CONFLICT (destination) DO UPDATE SET until = MAX(until, excluded.until)",
+                params![destination, until_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn paused_until(&self, destination: &str) -> Result<i64, StoreError> {
+        let destination = destination.to_string();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT until FROM pauses WHERE destination = ?1",
+                    [destination],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
         })
         .await
     }
