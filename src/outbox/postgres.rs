@@ -69,6 +69,55 @@ CREATE TABLE pauses (
     until BIGINT NOT NULL
 );
 "#,
+    // One accepted webhook in one round trip: the decisions `accept` makes (duplicate,
+    // already enriched, over the per-ticket cap) run next to the data. Audit details are
+    // rendered by runlink; `{existing}` in the cap event is filled in here.
+    r#"
+CREATE FUNCTION runlink_accept(
+    p_source TEXT, p_delivery TEXT, p_ticket_id TEXT, p_signature TEXT, p_now BIGINT,
+    p_ticket TEXT, p_kinds TEXT[], p_details TEXT[], p_duplicate TEXT,
+    p_key TEXT, p_destination TEXT, p_target TEXT, p_body TEXT, p_max BIGINT,
+    p_already TEXT, p_cap TEXT, p_enqueued TEXT
+) RETURNS TEXT LANGUAGE plpgsql AS $$
+DECLARE
+    existing BIGINT;
+BEGIN
+    INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
+    VALUES (p_source, p_delivery, p_ticket_id, p_signature, p_now, p_ticket)
+    ON CONFLICT (source, delivery_id) DO NOTHING;
+    IF NOT FOUND THEN
+        INSERT INTO audit (at, ticket_id, kind, detail)
+        VALUES (p_now, p_ticket_id, 'duplicate_delivery', p_duplicate);
+        RETURN 'duplicate';
+    END IF;
+    INSERT INTO audit (at, ticket_id, kind, detail)
+    SELECT p_now, p_ticket_id, e.k, e.d FROM unnest(p_kinds, p_details) WITH ORDINALITY AS e(k, d, n)
+    ORDER BY e.n;
+    IF p_key IS NULL THEN
+        RETURN 'stored';
+    END IF;
+    -- Serializes enrichments of one ticket across replicas, so the cap holds.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_ticket_id, 0));
+    IF EXISTS (SELECT 1 FROM outbox WHERE delivery_key = p_key) THEN
+        INSERT INTO audit (at, ticket_id, kind, detail)
+        VALUES (p_now, p_ticket_id, 'already_enriched', p_already);
+        RETURN 'already_enriched';
+    END IF;
+    SELECT COUNT(*) INTO existing FROM outbox WHERE ticket_id = p_ticket_id;
+    IF existing >= p_max THEN
+        INSERT INTO audit (at, ticket_id, kind, detail)
+        VALUES (p_now, p_ticket_id, 'not_enqueued', replace(p_cap, '{existing}', existing::TEXT));
+        RETURN 'cap_reached';
+    END IF;
+    INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
+                        next_attempt_at, created_at, updated_at)
+    VALUES (p_key, p_ticket_id, p_destination, p_target, p_body, 'pending', p_now, p_now, p_now);
+    INSERT INTO audit (at, ticket_id, kind, detail)
+    VALUES (p_now, p_ticket_id, 'enqueued', p_enqueued);
+    RETURN 'stored';
+END
+$$;
+"#,
 ];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).
@@ -205,111 +254,84 @@ fn read_row(r: &tokio_postgres::Row) -> OutboxRow {
 #[async_trait]
 impl Store for PostgresStore {
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
-        let ticket_json = serde_json::to_string(&accepted.ticket)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let now = now_ms();
         let ticket = &accepted.ticket;
-        let ticket_id = Some(ticket.id.as_str());
-        let inserted = exec(
-            &tx,
-            "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (source, delivery_id) DO NOTHING",
+        let ticket_json = serde_json::to_string(ticket)?;
+        let kinds: Vec<&str> = accepted.events.iter().map(AuditEvent::kind).collect();
+        let details = accepted
+            .events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        let duplicate = serde_json::to_string(&AuditEvent::DuplicateDelivery {
+            source: ticket.source.to_string(),
+            delivery: ticket.delivery.to_string(),
+        })?;
+        let delivery = accepted.delivery.as_ref();
+        let (key, destination, body) = match delivery {
+            Some(d) => (
+                Some(d.delivery_key.as_str()),
+                Some(d.destination.as_str()),
+                Some(d.body.as_str()),
+            ),
+            None => (None, None, None),
+        };
+        let target = delivery
+            .map(|d| serde_json::to_string(&d.target))
+            .transpose()?;
+        let (already, cap, enqueued) = match delivery {
+            Some(d) => (
+                Some(serde_json::to_string(&AuditEvent::AlreadyEnriched {
+                    delivery_key: d.delivery_key.clone(),
+                })?),
+                Some(serde_json::to_string(&AuditEvent::NotEnqueued {
+                    reason: format!(
+                        "ticket already has {{existing}} enrichments (cap {})",
+                        accepted.max_per_ticket
+                    ),
+                })?),
+                Some(serde_json::to_string(&AuditEvent::Enqueued {
+                    delivery_key: d.delivery_key.clone(),
+                    destination: d.destination.clone(),
+                })?),
+            ),
+            None => (None, None, None),
+        };
+        let client = self.client().await?;
+        let outcome: String = one(
+            &client,
+            "SELECT runlink_accept($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                   $14, $15, $16, $17)",
             &[
                 &ticket.source.as_str(),
                 &ticket.delivery.as_str(),
                 &ticket.id.as_str(),
                 &accepted.signature_key,
-                &now,
+                &now_ms(),
                 &ticket_json,
+                &kinds,
+                &details,
+                &duplicate,
+                &key,
+                &destination,
+                &target,
+                &body,
+                &i64::from(accepted.max_per_ticket),
+                &already,
+                &cap,
+                &enqueued,
             ],
         )
-        .await?;
-        if inserted == 0 {
-            let event = AuditEvent::DuplicateDelivery {
-                source: ticket.source.to_string(),
-                delivery: ticket.delivery.to_string(),
-            };
-            insert_audit(&tx, now, ticket_id, &event).await?;
-            tx.commit().await?;
-            return Ok(AcceptOutcome::DuplicateDelivery);
+        .await?
+        .get(0);
+        match outcome.as_str() {
+            "stored" => Ok(AcceptOutcome::Stored),
+            "duplicate" => Ok(AcceptOutcome::DuplicateDelivery),
+            "already_enriched" => Ok(AcceptOutcome::AlreadyEnriched),
+            "cap_reached" => Ok(AcceptOutcome::CapReached),
+            other => Err(StoreError::Pool(format!(
+                "runlink_accept answered `{other}`"
+            ))),
         }
-        for event in &accepted.events {
-            insert_audit(&tx, now, ticket_id, event).await?;
-        }
-        let outcome = match &accepted.delivery {
-            None => AcceptOutcome::Stored,
-            Some(delivery) => {
-                // Serializes enrichments of one ticket across replicas, so the per-ticket cap
-                // holds when two of them accept different deliveries of it at once.
-                exec(
-                    &tx,
-                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    &[&ticket.id.as_str()],
-                )
-                .await?;
-                let exists: bool = one(
-                    &tx,
-                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = $1)",
-                    &[&delivery.delivery_key],
-                )
-                .await?
-                .get(0);
-                let existing: i64 = if exists {
-                    0
-                } else {
-                    one(
-                        &tx,
-                        "SELECT COUNT(*) FROM outbox WHERE ticket_id = $1",
-                        &[&ticket.id.as_str()],
-                    )
-                    .await?
-                    .get(0)
-                };
-                if exists {
-                    let event = AuditEvent::AlreadyEnriched {
-                        delivery_key: delivery.delivery_key.clone(),
-                    };
-                    insert_audit(&tx, now, ticket_id, &event).await?;
-                    AcceptOutcome::AlreadyEnriched
-                } else if existing >= i64::from(accepted.max_per_ticket) {
-                    let event = AuditEvent::NotEnqueued {
-                        reason: format!(
-                            "ticket already has {existing} enrichments (cap {})",
-                            accepted.max_per_ticket
-                        ),
-                    };
-                    insert_audit(&tx, now, ticket_id, &event).await?;
-                    AcceptOutcome::CapReached
-                } else {
-                    let target = serde_json::to_string(&delivery.target)?;
-                    exec(
-                        &tx,
-                        "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body,
-                                             state, next_attempt_at, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6)",
-                        &[
-                            &delivery.delivery_key,
-                            &ticket.id.as_str(),
-                            &delivery.destination,
-                            &target,
-                            &delivery.body,
-                            &now,
-                        ],
-                    )
-                    .await?;
-                    let event = AuditEvent::Enqueued {
-                        delivery_key: delivery.delivery_key.clone(),
-                        destination: delivery.destination.clone(),
-                    };
-                    insert_audit(&tx, now, ticket_id, &event).await?;
-                    AcceptOutcome::Stored
-                }
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
     }
 
     async fn claim_due(
