@@ -361,7 +361,7 @@ impl Matcher {
 /// The most query terms a text search uses (by idf).
 const MAX_QUERY_TERMS: usize = 24;
 /// How many BM25 hits the re-ranker looks at.
-const RERANK_POOL: usize = 20;
+const RERANK_POOL: usize = 10;
 /// Re-ranking weights, set by `runlink eval` on the development sets (see README): the
 /// runbook's name words found in the ticket separate siblings best; coverage of the
 /// ticket's words breaks ties between runbooks that share a name shape.
