@@ -118,6 +118,13 @@ impl RunbookIndex {
             name_terms.push(names);
         }
         writer.commit()?;
+        // The index is read-only once built: one segment means one pass per query instead
+        // of one per segment.
+        let segments = index.searchable_segment_ids()?;
+        if segments.len() > 1 {
+            futures::executor::block_on(writer.merge(&segments))?;
+        }
+        writer.wait_merging_threads()?;
         let reader = index.reader()?;
         let version = {
             use sha2::{Digest, Sha256};
