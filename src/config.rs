@@ -298,6 +298,23 @@ fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// Names of generic sources and destinations become URL path segments and metric labels:
+/// letters, digits, `-` and `_` only.
+pub(crate) fn check_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("`{name}`: names are letters, digits, `-` and `_`"),
+        ))
+    }
+}
+
 /// A base URL that later gets paths joined onto it must end in `/`, or `Url::join` would
 /// replace its last segment.
 pub(crate) fn parse_base_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {

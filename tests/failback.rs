@@ -194,38 +194,14 @@ async fn sigkill_mid_burst_loses_no_accepted_ticket_and_posts_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config_path = dir.path().join("runlink.toml");
+    let store = format!("sqlite://{}", dir.path().join("runlink.db").display());
     std::fs::write(
         &config_path,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[runbooks]
-dir = "{runbooks}"
-[templates]
-dir = "{templates}"
-[store]
-url = "sqlite://{store}"
-[outbox]
-poll_interval_ms = 50
-backoff_base_ms = 50
-backoff_cap_ms = 500
-max_attempts = 100
-lease_secs = 2
-request_timeout_ms = 1000
-[sources.github]
-secret = "{SECRET}"
-[destinations.github]
-api_url = "{api}"
-token = "{TOKEN}"
-rate_per_sec = 100.0
-burst = 20
-concurrency = 4
-"#,
-            runbooks = repo_path("index/runbooks").display(),
-            templates = repo_path("templates").display(),
-            store = dir.path().join("runlink.db").display(),
-            api = github.uri(),
+        crash_test_config(
+            port,
+            &store,
+            &github.uri(),
+            "rate_per_sec = 100.0\nburst = 20\nconcurrency = 4",
         ),
     )
     .unwrap();

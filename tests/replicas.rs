@@ -20,37 +20,6 @@ use futures::StreamExt;
 const N: u64 = 240;
 const VICTIM: usize = 1;
 
-fn config(port: u16, store: &str, runbooks: &str, templates: &str, api: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-[runbooks]
-dir = "{runbooks}"
-watch = false
-[templates]
-dir = "{templates}"
-[store]
-url = "{store}"
-[outbox]
-poll_interval_ms = 50
-backoff_base_ms = 50
-backoff_cap_ms = 500
-max_attempts = 100
-lease_secs = 2
-request_timeout_ms = 1000
-[sources.github]
-secret = "{SECRET}"
-[destinations.github]
-api_url = "{api}"
-token = "{TOKEN}"
-rate_per_sec = 60.0
-burst = 10
-concurrency = 2
-"#
-    )
-}
-
 #[tokio::test]
 async fn three_replicas_one_killed_post_each_accepted_ticket_exactly_once() {
     let Some(admin) = pg::admin_url() else {
@@ -66,8 +35,6 @@ async fn three_replicas_one_killed_post_each_accepted_ticket_exactly_once() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let runbooks = repo_path("index/runbooks").display().to_string();
-    let templates = repo_path("templates").display().to_string();
     let mut bases = Vec::new();
     let mut children: Vec<Arc<std::sync::Mutex<Child>>> = Vec::new();
     for i in 0..3 {
@@ -75,7 +42,12 @@ async fn three_replicas_one_killed_post_each_accepted_ticket_exactly_once() {
         let path = dir.path().join(format!("replica-{i}.toml"));
         std::fs::write(
             &path,
-            config(port, &store, &runbooks, &templates, &github.uri()),
+            crash_test_config(
+                port,
+                &store,
+                &github.uri(),
+                "rate_per_sec = 60.0\nburst = 10\nconcurrency = 2",
+            ),
         )
         .unwrap();
         children.push(Arc::new(std::sync::Mutex::new(start_server(&path))));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::{ConfigError, Secret, parse_base_url};
+use super::{ConfigError, Secret, check_name, parse_base_url};
 use crate::deliver::pacer::PacingConfig;
 
 /// Pacing of one destination (see `deliver::pacer`).
@@ -408,16 +408,7 @@ impl RawDestinations {
 
         let mut generic = Vec::new();
         for (name, raw) in self.generic {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(ConfigError::invalid(
-                    "destinations.generic",
-                    format!("`{name}`: names are letters, digits, `-` and `_`"),
-                ));
-            }
+            check_name("destinations.generic", &name)?;
             let Some(common) = common(
                 raw.common,
                 "destinations.generic.<name>.api_url",

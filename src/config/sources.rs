@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret};
+use super::{ConfigError, Secret, check_name};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSources {
@@ -199,16 +199,7 @@ impl RawSources {
         };
         let mut generic = BTreeMap::new();
         for (name, raw) in self.generic {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(ConfigError::invalid(
-                    "sources.generic",
-                    format!("`{name}`: names are letters, digits, `-` and `_`"),
-                ));
-            }
+            check_name("sources.generic", &name)?;
             let reply = match (raw.reply_destination, raw.reply_id) {
                 (Some(destination), Some(id)) => {
                     Some((destination, pointer("sources.generic.<name>.reply_id", id)?))

@@ -12,6 +12,42 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The config of a runlink process for crash tests: GitHub at `github`, short leases so a
+/// killed process's claims come back quickly, fast retries, and `pacing` for the destination
+/// (`rate_per_sec = ...` lines).
+pub fn crash_test_config(port: u16, store_url: &str, github: &str, pacing: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+[runbooks]
+dir = "{runbooks}"
+watch = false
+[templates]
+dir = "{templates}"
+[store]
+url = "{store_url}"
+[outbox]
+poll_interval_ms = 50
+backoff_base_ms = 50
+backoff_cap_ms = 500
+max_attempts = 100
+lease_secs = 2
+request_timeout_ms = 1000
+[sources.github]
+secret = "{secret}"
+[destinations.github]
+api_url = "{github}"
+token = "{token}"
+{pacing}
+"#,
+        runbooks = super::repo_path("index/runbooks").display(),
+        templates = super::repo_path("templates").display(),
+        secret = super::SECRET,
+        token = super::TOKEN,
+    )
+}
+
 pub fn start_server(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_runlink"))
         .args(["serve", "--config"])
