@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use rustls_platform_verifier::ConfigVerifierExt;
 
 use super::{
     AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
@@ -136,12 +136,18 @@ fn pool_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Connects and runs pending migrations.
+    /// Connects and runs pending migrations. TLS follows the URL's `sslmode` (`prefer` by
+    /// default, `require` to refuse plain connections), verifying the server's certificate
+    /// against the system's trust store.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config = url.parse()?;
+        // The same process-wide crypto provider the HTTP client uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = rustls::ClientConfig::with_platform_verifier()
+            .map_err(|e| StoreError::Pool(format!("TLS setup: {e}")))?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
