@@ -208,3 +208,47 @@ fn a_failing_golden_case_fails_the_run_with_its_explanation() {
         "{stdout}"
     );
 }
+
+/// `runlink migrate` creates the PostgreSQL schema, is idempotent, and the operator tools
+/// then read that store like the embedded one.
+#[tokio::test]
+async fn migrate_and_the_outbox_tools_work_on_postgres() {
+    let Some(admin) = common::pg::admin_url() else {
+        return;
+    };
+    // The test cluster trusts loopback; the password is there to be kept out of the output.
+    let url = common::pg::fresh_database(&admin)
+        .await
+        .replacen("runlink@", "runlink:hunter2@", 1);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_runlink"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("RUNLINK__STORE__URL", &url)
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let out = run(&["migrate"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("up to date"),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(
+            !text(&out.stdout).contains("runlink@"),
+            "the URL is printed without secrets"
+        );
+        assert!(
+            text(&out.stderr).is_empty(),
+            "no notices: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(&["outbox", "list", "--dead"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("0 item(s)"), "{}", text(&out.stderr));
+    let out = run(&["outbox", "retry", "--all"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -174,8 +174,12 @@ impl PostgresStore {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .await?;
+        // "already exists, skipping" notices would land in every start-up log.
+        tx.batch_execute(
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
+        )
+        .await?;
         let current: i64 = tx
             .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
             .await?
