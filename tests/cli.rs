@@ -248,7 +248,11 @@ async fn migrate_and_the_outbox_tools_work_on_postgres() {
     }
     let out = run(&["outbox", "list", "--dead"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("0 item(s)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("0 item(s)"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["outbox", "retry", "--all"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
