@@ -212,14 +212,19 @@ impl RunbookIndex {
         if terms.is_empty() || self.runbooks.is_empty() {
             return Ok(Vec::new());
         }
+        let searcher = self.reader.searcher();
+        // A word in a quarter or more of all bodies says little there, and its long posting
+        // list is most of what a query costs: such words are matched in the other fields only.
+        let common = (self.runbooks.len() as u64 / 4).max(8);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (term, weight) in terms {
             for (field, field_boost) in self.fields.weighted() {
                 let boost = field_boost * weight;
-                let query = TermQuery::new(
-                    Term::from_field_text(field, term),
-                    IndexRecordOption::WithFreqs,
-                );
+                let indexed = Term::from_field_text(field, term);
+                if field == self.fields.body && searcher.doc_freq(&indexed)? >= common {
+                    continue;
+                }
+                let query = TermQuery::new(indexed, IndexRecordOption::WithFreqs);
                 clauses.push((
                     Occur::Should,
                     Box::new(BoostQuery::new(Box::new(query), boost)),
@@ -227,7 +232,6 @@ impl RunbookIndex {
             }
         }
         let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
         // The corpus position is a fast field: reading it costs an array lookup, where
         // loading stored documents would decompress a block per hit.
@@ -362,6 +366,34 @@ mod tests {
         assert_eq!(
             index.query_terms("bad config"),
             index.query_terms("failed configuration")
+        );
+    }
+
+    #[test]
+    fn words_common_to_most_bodies_match_only_in_the_other_fields() {
+        let mut runbooks: Vec<Runbook> = (0..12)
+            .map(|i| {
+                runbook(
+                    &format!("a/Thing{i}.md"),
+                    &format!("# Thing{i}\n\n## Meaning\n\nSomething {i}.\n\n## Steps\n\nRestart the service.\n"),
+                )
+            })
+            .collect();
+        runbooks.push(runbook(
+            "a/ServiceRestarting.md",
+            "# ServiceRestarting\n\n## Meaning\n\nThe service keeps restarting.\n",
+        ));
+        let index = RunbookIndex::build(runbooks).unwrap();
+        let terms: Vec<(String, f32)> = index
+            .query_terms("restart")
+            .into_iter()
+            .map(|t| (t, 1.0))
+            .collect();
+        let hits = index.search(&terms, 20).unwrap();
+        assert_eq!(hits.len(), 1, "only the runbook named for it: {hits:?}");
+        assert_eq!(
+            index.runbooks()[hits[0].ord].id.as_str(),
+            "a/ServiceRestarting.md"
         );
     }
 }
