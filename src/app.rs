@@ -216,10 +216,11 @@ impl Application {
             &config.matcher.no_match_text,
             &template_names,
         )?;
-        for source in config.sources.unauthenticated() {
+        let open = config.sources.unauthenticated();
+        if !open.is_empty() {
             tracing::warn!(
-                source = %source,
-                "no secret or token configured for this source: unauthenticated webhooks are accepted"
+                sources = %open.join(", "),
+                "no secret or token configured: these sources accept unauthenticated webhooks"
             );
         }
         tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
