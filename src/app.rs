@@ -328,11 +328,13 @@ impl Application {
         if let Some(interval) = config.runbooks_watch {
             tokio::spawn(reload::watch(reloader, interval, shutdown_rx.clone()));
         }
-        tokio::spawn(resync_pending(
-            store.clone(),
-            metrics.clone(),
-            shutdown_rx.clone(),
-        ));
+        if store.shared() {
+            tokio::spawn(resync_pending(
+                store.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         let worker = config.outbox.worker.then(|| {
             tokio::spawn(deliver::run_workers(
                 store,
@@ -371,8 +373,8 @@ impl Application {
 }
 
 /// The pending count each replica keeps is its own accepts minus its own deliveries; with
-/// several replicas on one database (or dead letters requeued from the CLI) it drifts. Reading
-/// the store's count now and then keeps the gauge, and load shedding that uses it, true.
+/// several replicas on one database it drifts. Reading the store's count now and then keeps
+/// the gauge, and load shedding that uses it, true.
 async fn resync_pending(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -387,8 +389,8 @@ async fn resync_pending(
         if *shutdown.borrow() {
             return;
         }
-        match store.counts().await {
-            Ok(counts) => metrics.set_pending(counts.pending as i64),
+        match store.pending().await {
+            Ok(pending) => metrics.set_pending(pending as i64),
             Err(error) => tracing::warn!(%error, "cannot read outbox counts"),
         }
     }

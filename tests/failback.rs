@@ -285,21 +285,9 @@ async fn sigkill_mid_burst_loses_no_accepted_ticket_and_posts_none_twice() {
     // Second life on the same store drains what the first one acknowledged.
     let mut server = start_server(&config_path);
     wait_healthy(&client, &base).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let per_issue = github.comments_by_issue();
-        if accepted
-            .iter()
-            .all(|n| per_issue.contains_key(&format!("/repos/acme/ops/issues/{n}")))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "accepted tickets never got their comment"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    github
+        .wait_for_issues(&accepted, Duration::from_secs(90))
+        .await;
     // Let stragglers (uncertain items, retries) settle before counting duplicates.
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.kill().unwrap();

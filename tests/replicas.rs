@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::double::{Answer, GithubDouble};
 use common::process::*;
@@ -132,23 +132,9 @@ async fn three_replicas_one_killed_post_each_accepted_ticket_exactly_once() {
     );
 
     // The survivors drain everything, including what the victim had leased.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let per_issue = github.comments_by_issue();
-        if accepted
-            .iter()
-            .all(|n| per_issue.contains_key(&format!("/repos/acme/ops/issues/{n}")))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "accepted tickets never got their comment: {} of {}",
-            per_issue.len(),
-            accepted.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    github
+        .wait_for_issues(&accepted, Duration::from_secs(90))
+        .await;
     // Leases of the victim run out after 2 s; let any late re-claim happen before counting.
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (i, child) in children.iter().enumerate() {

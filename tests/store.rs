@@ -127,6 +127,7 @@ async fn duplicates_and_the_per_ticket_cap() {
             b.name
         );
         assert_eq!(s.counts().await.unwrap().pending, 2, "{}", b.name);
+        assert_eq!(s.pending().await.unwrap(), 2, "{}", b.name);
         let tickets = s.tickets_since(0, 100).await.unwrap();
         assert_eq!(
             tickets.len(),
@@ -427,7 +428,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     .await;
     for store in opened {
         let store = store.expect("every replica starts");
-        assert_eq!(store.migrate().await.unwrap(), 3);
+        assert_eq!(store.migrate().await.unwrap(), 4);
     }
 }
 

@@ -226,6 +226,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     async fn counts(&self) -> Result<OutboxCounts, StoreError>;
+
+    /// Pending deliveries only: what load shedding needs, cheaper than `counts`.
+    async fn pending(&self) -> Result<u64, StoreError> {
+        Ok(self.counts().await?.pending)
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -118,6 +118,10 @@ BEGIN
 END
 $$;
 "#,
+    // Every replica counts pending deliveries every few seconds; delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+"#,
 ];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).
@@ -600,6 +604,18 @@ impl Store for PostgresStore {
             });
         }
         Ok(out)
+    }
+
+    async fn pending(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n: i64 = one(
+            &client,
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
+            &[],
+        )
+        .await?
+        .get(0);
+        Ok(n.max(0) as u64)
     }
 
     async fn counts(&self) -> Result<OutboxCounts, StoreError> {

@@ -286,6 +286,15 @@ mod tests {
     use std::path::Path;
     use url::Url;
 
+    /// The query terms of `text`, each with weight 1.
+    fn weighted(index: &RunbookIndex, text: &str) -> Vec<(String, f32)> {
+        index
+            .query_terms(text)
+            .into_iter()
+            .map(|t| (t, 1.0))
+            .collect()
+    }
+
     fn runbook(path: &str, src: &str) -> Runbook {
         Runbook::parse(
             Path::new(path),
@@ -308,11 +317,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let terms: Vec<(String, f32)> = index
-            .query_terms("certificate expiring on web")
-            .into_iter()
-            .map(|t| (t, 1.0))
-            .collect();
+        let terms = weighted(&index, "certificate expiring on web");
         let hits = index.search(&terms, 5).unwrap();
         assert_eq!(
             index.runbooks()[hits[0].ord].id.as_str(),
@@ -347,11 +352,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let terms: Vec<(String, f32)> = index
-            .query_terms("daemonset misscheduled")
-            .into_iter()
-            .map(|t| (t, 1.0))
-            .collect();
+        let terms = weighted(&index, "daemonset misscheduled");
         let hits = index.search(&terms, 5).unwrap();
         assert_eq!(
             index.runbooks()[hits[0].ord].id.as_str(),
@@ -384,11 +385,7 @@ mod tests {
             "# ServiceRestarting\n\n## Meaning\n\nThe service keeps restarting.\n",
         ));
         let index = RunbookIndex::build(runbooks).unwrap();
-        let terms: Vec<(String, f32)> = index
-            .query_terms("restart")
-            .into_iter()
-            .map(|t| (t, 1.0))
-            .collect();
+        let terms = weighted(&index, "restart");
         let hits = index.search(&terms, 20).unwrap();
         assert_eq!(hits.len(), 1, "only the runbook named for it: {hits:?}");
         assert_eq!(

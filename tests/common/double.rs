@@ -125,6 +125,28 @@ impl GithubDouble {
     }
 
     /// Stored comments per issue path.
+    /// Waits until every issue in `numbers` (of acme/ops) has at least one comment; panics
+    /// with how far it got when `within` runs out.
+    pub async fn wait_for_issues(&self, numbers: &[u64], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let per_issue = self.comments_by_issue();
+            let missing = numbers
+                .iter()
+                .filter(|n| !per_issue.contains_key(&format!("/repos/acme/ops/issues/{n}")))
+                .count();
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing} of {} tickets never got their comment",
+                numbers.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn comments_by_issue(&self) -> std::collections::HashMap<String, usize> {
         let mut out = std::collections::HashMap::new();
         for (path, _) in &self.log.lock().unwrap().comments {
