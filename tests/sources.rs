@@ -368,6 +368,9 @@ async fn an_unknown_generic_source_is_404() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    let error: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(error["code"], "unknown_source");
+    assert!(error["message"].as_str().unwrap().contains("nothing-here"));
     app.stop().await;
 }
 

@@ -14,16 +14,6 @@ use crate::config::GenericSource;
 use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
-#[derive(Debug, thiserror::Error)]
-#[error("no generic source named `{0}` is configured")]
-pub struct UnknownSource(String);
-
-impl actix_web::ResponseError for UnknownSource {
-    fn status_code(&self) -> actix_web::http::StatusCode {
-        actix_web::http::StatusCode::NOT_FOUND
-    }
-}
-
 /// A scalar at `pointer` as text; objects and arrays are not text.
 fn text_at(doc: &Value, pointer: &str) -> Result<Option<String>, IngestError> {
     match doc.pointer(pointer) {
@@ -116,17 +106,17 @@ pub async fn webhook(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> Result<HttpResponse, IngestError> {
     let name = path.into_inner();
     let Some(config) = state.sources.generic.get(&name) else {
-        return Err(UnknownSource(name).into());
+        return Err(IngestError::UnknownSource(format!("generic/{name}")));
     };
-    Ok(super::guarded(
+    super::guarded(
         "generic",
         &state,
         handle(req, payload, &state, &name, config),
     )
-    .await?)
+    .await
 }
 
 async fn handle(

@@ -48,6 +48,8 @@ pub enum IngestError {
     Unavailable(#[source] PipelineError),
     #[error("too many deliveries pending ({pending}), try again later")]
     Overloaded { pending: i64 },
+    #[error("no source named `{0}` is configured")]
+    UnknownSource(String),
 }
 
 #[derive(Serialize)]
@@ -71,6 +73,7 @@ impl IngestError {
             IngestError::InvalidField { .. } => "invalid_field",
             IngestError::Unavailable(_) => "unavailable",
             IngestError::Overloaded { .. } => "overloaded",
+            IngestError::UnknownSource(_) => "unknown_source",
         }
     }
 }
@@ -79,6 +82,7 @@ impl ResponseError for IngestError {
     fn status_code(&self) -> StatusCode {
         match self {
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::UnknownSource(_) => StatusCode::NOT_FOUND,
             IngestError::MissingSignature(_) | IngestError::BadSignature(_) => {
                 StatusCode::UNAUTHORIZED
             }
