@@ -298,6 +298,11 @@ fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// An empty secret in config or env means "not set".
+pub(crate) fn present(secret: Option<Secret>) -> Option<Secret> {
+    secret.filter(|s| !s.expose().is_empty())
+}
+
 /// Names of generic sources and destinations become URL path segments and metric labels:
 /// letters, digits, `-` and `_` only.
 pub(crate) fn check_name(key: &'static str, name: &str) -> Result<(), ConfigError> {

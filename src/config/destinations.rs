@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::{ConfigError, Secret, check_name, parse_base_url};
+use super::{ConfigError, Secret, check_name, parse_base_url, present};
 use crate::deliver::pacer::PacingConfig;
 
 /// Pacing of one destination (see `deliver::pacer`).
@@ -276,10 +276,6 @@ fn common(
             .unwrap_or_else(|| default_template.to_string()),
         pacing: raw.pacing.check(pacing_key)?,
     }))
-}
-
-fn present(secret: Option<Secret>) -> Option<Secret> {
-    secret.filter(|s| !s.expose().is_empty())
 }
 
 fn required(secret: Option<Secret>, key: &'static str) -> Result<Secret, ConfigError> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret, check_name};
+use super::{ConfigError, Secret, check_name, present};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSources {
@@ -75,10 +75,6 @@ pub struct RawGenericSource {
     pub delivery: Option<String>,
     pub reply_destination: Option<String>,
     pub reply_id: Option<String>,
-}
-
-fn present(secret: Option<Secret>) -> Option<Secret> {
-    secret.filter(|s| !s.expose().is_empty())
 }
 
 /// A header name from config, checked so the request handler can never fail on it. It lives

@@ -117,6 +117,19 @@ pub async fn send(policy: &RetryPolicy, request: reqwest::RequestBuilder) -> Att
     }
 }
 
+/// Notes have a length limit: cuts `text` to at most `max` characters, keeping its last
+/// line, which is where the marker is.
+pub fn fit(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= max {
+        return text.into();
+    }
+    let tail: String = text.lines().last().unwrap_or_default().to_string();
+    let room = max.saturating_sub(tail.chars().count() + 5);
+    let head: String = text.chars().take(room).collect();
+    format!("{head}\n…\n{tail}").into()
+}
+
 /// GETs a JSON document for a marker check; `None` (cannot tell) on any failure.
 pub async fn fetch_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
@@ -450,5 +463,19 @@ async fn deliver_one(
         // The lease will run out and the item will come back flagged uncertain, so the next
         // attempt looks for the marker before posting.
         tracing::error!(%error, "cannot record delivery outcome");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_keep_their_last_line() {
+        let text = format!("{}\nref runlink:delivery=abc", "x".repeat(100));
+        let cut = fit(&text, 60);
+        assert!(cut.chars().count() <= 60, "{cut}");
+        assert!(cut.ends_with("ref runlink:delivery=abc"), "{cut}");
+        assert_eq!(fit("short", 60), "short");
     }
 }

@@ -5,9 +5,8 @@
 use async_trait::async_trait;
 
 use super::pacer::Pacer;
-use super::pagerduty::fit;
 use super::retry::RetryPolicy;
-use super::{Attempt, Destination, api_url, fetch_json, send, wrong_target};
+use super::{Attempt, Destination, api_url, fetch_json, fit, send, wrong_target};
 use crate::config::{OpsgenieDestinationConfig, Secret};
 use crate::outbox::OutboxItem;
 use crate::ticket::ReplyTarget;

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::pacer::Pacer;
 use super::retry::RetryPolicy;
-use super::{Attempt, Destination, api_url, fetch_json, send, wrong_target};
+use super::{Attempt, Destination, api_url, fetch_json, fit, send, wrong_target};
 use crate::config::{PagerdutyDestinationConfig, Secret};
 use crate::outbox::OutboxItem;
 use crate::ticket::ReplyTarget;
@@ -43,18 +43,6 @@ struct Notes {
 struct ExistingNote {
     #[serde(default)]
     content: String,
-}
-
-/// Cuts `text` to at most `max` characters, keeping its end: that is where the marker is.
-pub(crate) fn fit(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    let count = text.chars().count();
-    if count <= max {
-        return text.into();
-    }
-    let tail: String = text.lines().last().unwrap_or_default().to_string();
-    let room = max.saturating_sub(tail.chars().count() + 5);
-    let head: String = text.chars().take(room).collect();
-    format!("{head}\n…\n{tail}").into()
 }
 
 impl PagerdutyDestination {
@@ -121,19 +109,5 @@ impl Destination for PagerdutyDestination {
             note: NoteContent { content: &content },
         });
         send(&self.policy, request).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_notes_keep_their_last_line() {
-        let text = format!("{}\nref runlink:delivery=abc", "x".repeat(100));
-        let cut = fit(&text, 60);
-        assert!(cut.chars().count() <= 60, "{cut}");
-        assert!(cut.ends_with("ref runlink:delivery=abc"), "{cut}");
-        assert_eq!(fit("short", 60), "short");
     }
 }

@@ -58,19 +58,7 @@ struct Ack {
 
 /// `owner/repo#123` -> a GitHub issue target.
 fn parse_issue_ref(raw: &str) -> Option<ReplyTarget> {
-    let (repo_path, number) = raw.trim().rsplit_once('#')?;
-    let (owner, repo) = repo_path.split_once('/')?;
-    let number = number.parse().ok()?;
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    (valid(owner) && valid(repo)).then(|| ReplyTarget::GithubIssue {
-        owner: owner.to_string(),
-        repo: repo.to_string(),
-        number,
-    })
+    ReplyTarget::parse("github", raw).ok()
 }
 
 /// The PromQL of the rule, from the `g0.expr` parameter of the generator URL.

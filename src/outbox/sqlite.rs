@@ -92,7 +92,8 @@ type Job = (Prepared, oneshot::Sender<Result<AcceptOutcome, StoreError>>);
 struct Prepared {
     accepted: Accepted,
     ticket_json: String,
-    events: Vec<(&'static str, String)>,
+    /// The accept's audit events, serialized.
+    events: Vec<String>,
     target_json: Option<String>,
 }
 
@@ -102,8 +103,8 @@ impl Prepared {
         let events = accepted
             .events
             .iter()
-            .map(|e| Ok((e.kind(), serde_json::to_string(e)?)))
-            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
         let target_json = accepted
             .delivery
             .as_ref()
@@ -316,16 +317,10 @@ fn accept_one(
     let (outcome, last) = enqueue(tx, accepted, prepared, now)?;
     // The events of one accept go in one audit row: fewer rows and index entries per
     // webhook is what keeps the single writer fast. `audit_log` reads them back one by one.
-    let mut batch = String::with_capacity(
-        prepared
-            .events
-            .iter()
-            .map(|(_, d)| d.len() + 1)
-            .sum::<usize>()
-            + 256,
-    );
+    let mut batch =
+        String::with_capacity(prepared.events.iter().map(|d| d.len() + 1).sum::<usize>() + 256);
     batch.push('[');
-    for (i, (_, detail)) in prepared.events.iter().enumerate() {
+    for (i, detail) in prepared.events.iter().enumerate() {
         if i > 0 {
             batch.push(',');
         }
