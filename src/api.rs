@@ -20,10 +20,16 @@ pub async fn healthz() -> HttpResponse {
 struct Ready {
     runbooks: usize,
     outbox: crate::outbox::OutboxCounts,
+    /// Accepts durable in the ingest log and not yet in the tables: a burst being absorbed.
+    ingest_backlog: u64,
     shedding: bool,
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state
+        .metrics
+        .ingest_backlog
+        .set(state.pipeline.store.backlog() as i64);
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())
@@ -32,11 +38,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// Ready: index loaded, store readable, and not shedding load (a load balancer should send
 /// new work to another replica while this one drains).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.pipeline.store.counts().await {
+    // Not `counts`: a health check must not wait for a burst to be applied.
+    match state.pipeline.store.counts_now().await {
         Ok(outbox) => {
             let ready = Ready {
                 runbooks: state.pipeline.matcher.current().index().len(),
                 outbox,
+                ingest_backlog: state.pipeline.store.backlog(),
                 shedding: state.shedding(),
             };
             if ready.shedding || ready.runbooks == 0 {

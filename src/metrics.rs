@@ -53,6 +53,8 @@ pub struct Metrics {
     /// Decisions answered from the coalescing cache instead of a search.
     pub coalesced: Counter,
     pub outbox_pending: Gauge,
+    /// Accepts acknowledged (in the ingest log) and not yet applied to the store's tables.
+    pub ingest_backlog: Gauge,
     /// Delivery attempts by destination and outcome (delivered, retry, dead, found_marker).
     pub deliveries: Family<DestinationOutcome, Counter>,
     pub dead_letters: Family<Destination, Counter>,
@@ -78,6 +80,7 @@ impl Metrics {
             matches: Family::default(),
             coalesced: Counter::default(),
             outbox_pending: Gauge::default(),
+            ingest_backlog: Gauge::default(),
             deliveries: Family::default(),
             dead_letters: Family::default(),
             ingest_seconds: Family::new_with_constructor(latency_histogram),
@@ -105,6 +108,11 @@ impl Metrics {
             "outbox_pending",
             "Enrichments waiting to be delivered",
             m.outbox_pending.clone(),
+        );
+        registry.register(
+            "ingest_backlog",
+            "Accepted webhooks durable in the ingest log, not yet applied to the store",
+            m.ingest_backlog.clone(),
         );
         registry.register(
             "deliveries",

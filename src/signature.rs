@@ -3,6 +3,7 @@
 //! volatile parts by class tokens so both tickets get one signature (for coalescing and for
 //! delivery keys) and the search sees only the words that describe the condition.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
@@ -141,35 +142,44 @@ impl Normalizer {
         self.rules
             .iter()
             .find(|(n, _, _)| n == name)
-            .map(|(_, re, rep)| apply(re, rep, text))
+            .map(|(_, re, rep)| apply(re, rep, text).into_owned())
     }
 
     pub fn normalize(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out = Cow::Borrowed(text);
         for (_, regex, replace) in &self.rules {
-            out = apply(regex, replace, &out);
+            if let Cow::Owned(changed) = apply(regex, replace, &out) {
+                out = Cow::Owned(changed);
+            }
         }
         SPACES.replace_all(out.trim(), " ").into_owned()
     }
 }
 
-/// Replaces every match with `replace` (literally). Matches are found with `find_iter`, not
-/// through capture groups: the rules run on every ticket, and a capture search costs several
-/// times a plain one.
-fn apply(regex: &Regex, replace: &str, text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Replaces every match with `replace` (literally); borrows when nothing matched, which is
+/// what most rules do on most tickets. Matches are found with `find_iter`, not through
+/// capture groups: the rules run on every ticket, and a capture search costs several times
+/// a plain one.
+fn apply<'t>(regex: &Regex, replace: &str, text: &'t str) -> Cow<'t, str> {
+    let mut out = String::new();
     let mut last = 0;
     for found in regex.find_iter(text) {
         // A short hex-looking word ("5xx", "e2e", "ab12") is a word, not an id.
         if replace == "<hex>" && found.as_str().trim_start_matches("0x").len() < 8 {
             continue;
         }
+        if last == 0 && out.is_empty() {
+            out.reserve(text.len() + replace.len());
+        }
         out.push_str(&text[last..found.start()]);
         out.push_str(replace);
         last = found.end();
     }
+    if out.is_empty() && last == 0 {
+        return Cow::Borrowed(text);
+    }
     out.push_str(&text[last..]);
-    out
+    Cow::Owned(out)
 }
 
 /// Removes class tokens, leaving only words that describe the condition.
@@ -367,6 +377,7 @@ pub struct AlarmSignature {
 impl AlarmSignature {
     pub fn of(ticket: &Ticket, normalizer: &Normalizer) -> Self {
         let mut text = String::new();
+        let mut seen: Vec<&str> = Vec::new();
         for part in [
             Some(ticket.title.as_str()),
             ticket.annotations.get("summary").map(String::as_str),
@@ -377,7 +388,9 @@ impl AlarmSignature {
         .into_iter()
         .flatten()
         {
-            if !part.trim().is_empty() {
+            // The title is often repeated as the summary: once is enough to normalize.
+            if !part.trim().is_empty() && !seen.contains(&part) {
+                seen.push(part);
                 text.push_str(part);
                 text.push('\n');
             }

@@ -1,8 +1,9 @@
 //! The durable queue between "ticket accepted" and "comment posted". A webhook is answered
-//! 2xx only after its ticket, the rendered comment and the audit events are committed here;
+//! 2xx only after its ticket, the rendered comment and the audit events are durable here;
 //! the delivery worker then drains it. The store is a trait so the embedded SQLite backend
 //! and a shared database backend behave the same for the rest of the program.
 
+pub mod journal;
 pub mod postgres;
 pub mod sqlite;
 
@@ -32,6 +33,8 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("store: background task failed: {0}")]
     Join(String),
+    #[error("store: {0}")]
+    Journal(#[from] journal::JournalError),
 }
 
 /// One enrichment to post: the key that makes it unique, where it goes, and the exact bytes.
@@ -225,7 +228,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Counts that include every accept answered before the call.
     async fn counts(&self) -> Result<OutboxCounts, StoreError>;
+
+    /// Counts as the tables hold them now, without waiting for accepts that are durable but
+    /// still being applied (health checks must not wait out a burst).
+    async fn counts_now(&self) -> Result<OutboxCounts, StoreError> {
+        self.counts().await
+    }
+
+    /// Accepts that are durable but not yet applied to the tables (0 for a store that
+    /// applies them as it acknowledges them).
+    fn backlog(&self) -> u64 {
+        0
+    }
 
     /// Pending deliveries only: what load shedding needs, cheaper than `counts`.
     async fn pending(&self) -> Result<u64, StoreError> {

@@ -1,19 +1,24 @@
-//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a commit is
-//! on disk before the webhook is answered.
+//! The embedded store: one SQLite file in WAL mode, with an ingest log in front of it.
 //!
-//! Accepts go through one writer thread that commits them in groups: during a burst, every
-//! request that arrived while the previous fsync ran shares the next one. Each request is
-//! answered only when its group is durable. Everything else runs on tokio's blocking pool
-//! behind a second connection.
+//! A webhook is answered 2xx once its record is in the ingest log and fsync'd (`journal`):
+//! one thread takes every request that is waiting, makes the dedup and cap decisions against
+//! the tables plus the records not applied yet (the overlay), appends the whole group with
+//! one sequential write and one fsync, and answers. A second thread applies the records to
+//! the tables in transactions of thousands, so a burst costs a few B-tree commits instead of
+//! one per group of requests. Reads wait until the tables hold everything acknowledged
+//! before them. Everything else runs on tokio's blocking pool behind its own connection.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::{
     AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
     Settle, Store, StoreError, StoredTicket, now_ms,
@@ -78,61 +83,488 @@ CREATE TABLE pauses (
     r#"
 DROP INDEX IF EXISTS outbox_due;
 "#,
+    // The ingest log's high-water mark: every record up to it is in the tables.
+    r#"
+CREATE TABLE journal_applied (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+INSERT INTO journal_applied (id, seq) VALUES (1, 0);
+"#,
 ];
 
-const PAGE_SIZE: i64 = 1024;
+const PAGE_SIZE: i64 = 4096;
 
-/// How many accepts one group commit takes at most.
+/// How many accepts one append to the ingest log takes at most.
 const GROUP_MAX: usize = 512;
-
-type Job = (Prepared, oneshot::Sender<Result<AcceptOutcome, StoreError>>);
+/// How many logged records one apply transaction takes at most.
+const APPLY_MAX: usize = 4096;
+/// Logged records waiting to be applied, at most; past it the log's writer waits for the
+/// applier, and so do the requests behind it (backpressure, not unbounded memory).
+const APPLY_QUEUE: usize = 262_144;
+/// The applier thread's nice value (0 is normal, 19 the lowest).
+const APPLY_NICE: libc::c_int = 10;
+/// How long the applier gathers records before a commit, unless a reader is waiting.
+const APPLY_WAIT: Duration = Duration::from_millis(50);
 
 /// An accept with its JSON already serialized: that work happens on the request's own
-/// thread, so the single writer thread only runs SQL.
+/// thread, so the single log writer only decides and appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Prepared {
-    accepted: Accepted,
+    at_ms: i64,
+    source: String,
+    delivery_id: String,
+    ticket_id: String,
+    signature_key: String,
     ticket_json: String,
     /// The accept's audit events, serialized.
     events: Vec<String>,
-    target_json: Option<String>,
+    delivery: Option<PreparedDelivery>,
+    max_per_ticket: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PreparedDelivery {
+    key: String,
+    destination: String,
+    target_json: String,
+    body: String,
 }
 
 impl Prepared {
     fn new(accepted: Accepted) -> Result<Self, StoreError> {
-        let ticket_json = serde_json::to_string(&accepted.ticket)?;
+        let ticket = &accepted.ticket;
         let events = accepted
             .events
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()?;
-        let target_json = accepted
-            .delivery
-            .as_ref()
-            .map(|d| serde_json::to_string(&d.target))
-            .transpose()?;
+        let delivery = match accepted.delivery {
+            Some(d) => Some(PreparedDelivery {
+                target_json: serde_json::to_string(&d.target)?,
+                key: d.delivery_key,
+                destination: d.destination,
+                body: d.body,
+            }),
+            None => None,
+        };
         Ok(Prepared {
-            accepted,
-            ticket_json,
+            at_ms: now_ms(),
+            source: ticket.source.to_string(),
+            delivery_id: ticket.delivery.to_string(),
+            ticket_id: ticket.id.to_string(),
+            signature_key: accepted.signature_key,
+            ticket_json: serde_json::to_string(ticket)?,
             events,
-            target_json,
+            delivery,
+            max_per_ticket: accepted.max_per_ticket,
         })
     }
 }
 
+/// An audit event recorded on its own (not as part of an accept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AuditRow {
+    at_ms: i64,
+    ticket: Option<String>,
+    kind: String,
+    detail: String,
+}
+
+impl AuditRow {
+    fn new(ticket: Option<&TicketId>, event: &AuditEvent) -> Result<Self, StoreError> {
+        Ok(AuditRow {
+            at_ms: now_ms(),
+            ticket: ticket.map(|t| t.to_string()),
+            kind: event.kind().to_string(),
+            detail: serde_json::to_string(event)?,
+        })
+    }
+}
+
+/// What one ingest log record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Accept(Prepared),
+    Audit(AuditRow),
+}
+
+const ACCEPT_TAG: u64 = 1;
+const AUDIT_TAG: u64 = 2;
+
+impl Entry {
+    fn encode(&self) -> Vec<u8> {
+        let mut f = Fields::default();
+        match self {
+            Entry::Accept(p) => {
+                f.u64(ACCEPT_TAG)
+                    .u64(p.at_ms as u64)
+                    .str(&p.source)
+                    .str(&p.delivery_id)
+                    .str(&p.ticket_id)
+                    .str(&p.signature_key)
+                    .str(&p.ticket_json)
+                    .u64(p.events.len() as u64);
+                for event in &p.events {
+                    f.str(event);
+                }
+                f.flag(p.delivery.is_some());
+                if let Some(d) = &p.delivery {
+                    f.str(&d.key)
+                        .str(&d.destination)
+                        .str(&d.target_json)
+                        .str(&d.body);
+                }
+                f.u64(u64::from(p.max_per_ticket));
+            }
+            Entry::Audit(a) => {
+                f.u64(AUDIT_TAG)
+                    .u64(a.at_ms as u64)
+                    .flag(a.ticket.is_some())
+                    .str(a.ticket.as_deref().unwrap_or_default())
+                    .str(&a.kind)
+                    .str(&a.detail);
+            }
+        }
+        f.0
+    }
+
+    fn decode(seq: u64, bytes: &[u8]) -> Result<Entry, JournalError> {
+        let mut r = FieldReader::new(seq, bytes);
+        match r.u64("tag")? {
+            ACCEPT_TAG => {
+                let at_ms = r.u64("at")? as i64;
+                let source = r.str("source")?;
+                let delivery_id = r.str("delivery id")?;
+                let ticket_id = r.str("ticket id")?;
+                let signature_key = r.str("signature")?;
+                let ticket_json = r.str("ticket")?;
+                let n = r.u64("event count")?;
+                let mut events = Vec::new();
+                for _ in 0..n {
+                    events.push(r.str("event")?);
+                }
+                let delivery = if r.flag("delivery flag")? {
+                    Some(PreparedDelivery {
+                        key: r.str("delivery key")?,
+                        destination: r.str("destination")?,
+                        target_json: r.str("target")?,
+                        body: r.str("body")?,
+                    })
+                } else {
+                    None
+                };
+                let max_per_ticket = r.u64("cap")? as u32;
+                Ok(Entry::Accept(Prepared {
+                    at_ms,
+                    source,
+                    delivery_id,
+                    ticket_id,
+                    signature_key,
+                    ticket_json,
+                    events,
+                    delivery,
+                    max_per_ticket,
+                }))
+            }
+            AUDIT_TAG => {
+                let at_ms = r.u64("at")? as i64;
+                let has_ticket = r.flag("ticket flag")?;
+                let ticket = r.str("ticket")?;
+                Ok(Entry::Audit(AuditRow {
+                    at_ms,
+                    ticket: has_ticket.then_some(ticket),
+                    kind: r.str("kind")?,
+                    detail: r.str("detail")?,
+                }))
+            }
+            other => Err(JournalError::Malformed {
+                seq,
+                message: format!("unknown record tag {other}"),
+            }),
+        }
+    }
+}
+
+/// A record in the log: its sequence number, and (for accepts decided in this process) the
+/// outcome its sender was told, which the overlay is keyed on.
+#[derive(Debug)]
+struct Logged {
+    seq: u64,
+    entry: Entry,
+    outcome: Option<AcceptOutcome>,
+}
+
+/// A record on its way to the applier: where it is in the log, not its bytes, so a burst
+/// that outruns the applier waits on disk rather than in memory.
+struct Queued {
+    seq: u64,
+    outcome: Option<AcceptOutcome>,
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: usize,
+}
+
+impl Queued {
+    fn load(&self) -> Result<Logged, StoreError> {
+        let bytes = journal::read_at(&self.file, self.offset, self.len).map_err(|source| {
+            JournalError::Io {
+                path: format!("record {}", self.seq),
+                source,
+            }
+        })?;
+        Ok(Logged {
+            seq: self.seq,
+            entry: Entry::decode(self.seq, &bytes)?,
+            outcome: self.outcome,
+        })
+    }
+}
+
+enum Reply {
+    Accept(oneshot::Sender<Result<AcceptOutcome, StoreError>>),
+    Audit(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<Option<AcceptOutcome>, StoreError>) {
+        match self {
+            Reply::Accept(tx) => {
+                let _ = tx.send(result.and_then(|o| {
+                    o.ok_or_else(|| StoreError::Join("accept decided no outcome".into()))
+                }));
+            }
+            Reply::Audit(tx) => {
+                let _ = tx.send(result.map(|_| ()));
+            }
+        }
+    }
+}
+
+struct Job {
+    entry: Entry,
+    reply: Reply,
+}
+
+/// What the dedup and cap decisions need to know about what is already stored.
+trait Seen {
+    fn delivery(&self, source: &str, delivery_id: &str) -> Result<bool, StoreError>;
+    fn key(&self, delivery_key: &str) -> Result<bool, StoreError>;
+    fn enrichments(&self, ticket_id: &str) -> Result<i64, StoreError>;
+}
+
+/// What the tables hold.
+struct Tables<'a>(&'a Connection);
+
+impl Seen for Tables<'_> {
+    fn delivery(&self, source: &str, delivery_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM tickets WHERE source = ?1 AND delivery_id = ?2)",
+            )?
+            .query_row([source, delivery_id], |r| r.get(0))?)
+    }
+
+    fn key(&self, delivery_key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = ?1)")?
+            .query_row([delivery_key], |r| r.get(0))?)
+    }
+
+    fn enrichments(&self, ticket_id: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT COUNT(*) FROM outbox WHERE ticket_id = ?1")?
+            .query_row([ticket_id], |r| r.get(0))?)
+    }
+}
+
+/// Accepts that are logged but not yet applied to the tables. The log's writer adds to it as
+/// it decides, the applier removes what it has committed.
+#[derive(Debug, Default)]
+struct Overlay {
+    deliveries: HashMap<String, u64>,
+    keys: HashMap<String, u64>,
+    /// Sequence numbers of the queued enrichments of each ticket.
+    per_ticket: HashMap<String, Vec<u64>>,
+}
+
+fn delivery_slot(p: &Prepared) -> String {
+    format!("{}\u{0}{}", p.source, p.delivery_id)
+}
+
+impl Overlay {
+    fn add(&mut self, seq: u64, p: &Prepared, outcome: AcceptOutcome) {
+        if outcome == AcceptOutcome::DuplicateDelivery {
+            return;
+        }
+        self.deliveries.insert(delivery_slot(p), seq);
+        if let (AcceptOutcome::Stored, Some(d)) = (outcome, &p.delivery) {
+            self.keys.insert(d.key.clone(), seq);
+            self.per_ticket
+                .entry(p.ticket_id.clone())
+                .or_default()
+                .push(seq);
+        }
+    }
+
+    fn remove(&mut self, logged: &Logged) {
+        let (Entry::Accept(p), Some(outcome)) = (&logged.entry, logged.outcome) else {
+            return;
+        };
+        if outcome == AcceptOutcome::DuplicateDelivery {
+            return;
+        }
+        let seq = logged.seq;
+        let slot = delivery_slot(p);
+        if self.deliveries.get(&slot) == Some(&seq) {
+            self.deliveries.remove(&slot);
+        }
+        if let (AcceptOutcome::Stored, Some(d)) = (outcome, &p.delivery) {
+            if self.keys.get(&d.key) == Some(&seq) {
+                self.keys.remove(&d.key);
+            }
+            if let Some(seqs) = self.per_ticket.get_mut(&p.ticket_id) {
+                seqs.retain(|s| *s != seq);
+                if seqs.is_empty() {
+                    self.per_ticket.remove(&p.ticket_id);
+                }
+            }
+        }
+    }
+}
+
+/// The tables as of a read snapshot that includes every record through `applied`, plus the
+/// overlay's records after it: exactly what the applier will see when it reaches a new one.
+struct Pending<'a> {
+    tables: Tables<'a>,
+    overlay: &'a Overlay,
+    applied: u64,
+}
+
+impl Seen for Pending<'_> {
+    fn delivery(&self, source: &str, delivery_id: &str) -> Result<bool, StoreError> {
+        let slot = format!("{source}\u{0}{delivery_id}");
+        Ok(self.overlay.deliveries.contains_key(&slot)
+            || self.tables.delivery(source, delivery_id)?)
+    }
+
+    fn key(&self, delivery_key: &str) -> Result<bool, StoreError> {
+        Ok(self.overlay.keys.contains_key(delivery_key) || self.tables.key(delivery_key)?)
+    }
+
+    fn enrichments(&self, ticket_id: &str) -> Result<i64, StoreError> {
+        // An entry at or below `applied` is already counted by the snapshot.
+        let logged = self
+            .overlay
+            .per_ticket
+            .get(ticket_id)
+            .map(|seqs| seqs.iter().filter(|s| **s > self.applied).count())
+            .unwrap_or(0);
+        Ok(logged as i64 + self.tables.enrichments(ticket_id)?)
+    }
+}
+
+/// The dedup and cap decisions for one accept, and the audit event that records them. The
+/// log's writer and the applier both decide through here, so they cannot disagree.
+fn decide(
+    seen: &impl Seen,
+    p: &Prepared,
+) -> Result<(AcceptOutcome, Option<AuditEvent>), StoreError> {
+    if seen.delivery(&p.source, &p.delivery_id)? {
+        let event = AuditEvent::DuplicateDelivery {
+            source: p.source.clone(),
+            delivery: p.delivery_id.clone(),
+        };
+        return Ok((AcceptOutcome::DuplicateDelivery, Some(event)));
+    }
+    let Some(delivery) = &p.delivery else {
+        return Ok((AcceptOutcome::Stored, None));
+    };
+    if seen.key(&delivery.key)? {
+        let event = AuditEvent::AlreadyEnriched {
+            delivery_key: delivery.key.clone(),
+        };
+        return Ok((AcceptOutcome::AlreadyEnriched, Some(event)));
+    }
+    let existing = seen.enrichments(&p.ticket_id)?;
+    if existing >= i64::from(p.max_per_ticket) {
+        let event = AuditEvent::NotEnqueued {
+            reason: format!(
+                "ticket already has {existing} enrichments (cap {})",
+                p.max_per_ticket
+            ),
+        };
+        return Ok((AcceptOutcome::CapReached, Some(event)));
+    }
+    let event = AuditEvent::Enqueued {
+        delivery_key: delivery.key.clone(),
+        destination: delivery.destination.clone(),
+    };
+    Ok((AcceptOutcome::Stored, Some(event)))
+}
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
-    writer: mpsc::Sender<Job>,
+    inner: Arc<Inner>,
 }
+
+#[derive(Debug)]
+struct Inner {
+    conn: Arc<Mutex<Connection>>,
+    /// `None` when another process owns this store's ingest log: accepts then commit
+    /// straight to the tables.
+    ingest: Option<Ingest>,
+}
+
+#[derive(Debug)]
+struct Ingest {
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The highest sequence number acknowledged to a sender.
+    logged: Arc<AtomicU64>,
+    /// The highest sequence number applied to the tables.
+    applied: watch::Receiver<u64>,
+    /// Set by a reader that waits for the applier.
+    hurry: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    _lock: journal::Lock,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("entry", &self.entry).finish()
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle applies what is logged before the log's lock is let go, so the next
+    /// owner (in this process or another) starts from tables that are up to date.
+    fn drop(&mut self) {
+        if let Some(ingest) = &mut self.ingest {
+            ingest.jobs.take();
+            for thread in ingest.threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Stores open in this process, by path: a second `open` of the same file shares the first
+/// one's log instead of fighting it for the lock.
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Inner>>>> = LazyLock::new(Default::default);
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    // Takes effect only on a new, empty file. Every commit writes each page it touched to
-    // the WAL in full, and the unique indexes (delivery ids, delivery keys, ticket ids) are
-    // hit at random: smaller pages mean far fewer bytes written per accepted webhook.
+    // Takes effect only on a new, empty file.
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The applier's batches and the writer's lookups touch index pages all over the file;
+    // re-reading them from the WAL costs more than keeping them.
+    conn.pragma_update(None, "cache_size", -32_768)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -145,41 +577,41 @@ impl SqliteStore {
                 source,
             })?;
         }
+        let key = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        let closing = match open.get(&key) {
+            Some(weak) => match weak.upgrade() {
+                Some(inner) => return Ok(SqliteStore { inner }),
+                None => true,
+            },
+            None => false,
+        };
+        let dir = journal::dir_for(path);
+        let mut lock = journal::Lock::try_acquire(&dir)?;
+        // A handle of this process that is still applying its last records lets go soon.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while closing && lock.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            lock = journal::Lock::try_acquire(&dir)?;
+        }
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
-        let writer_conn = open_connection(path)?;
-        // Checkpoints run beside the writer, not inside its commits: an automatic checkpoint
-        // would stall every request of the group that triggered it.
-        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoint_conn = open_connection(path)?;
-        let (writer, jobs) = mpsc::channel::<Job>(GROUP_MAX * 4);
-        let spawn_err = |source| StoreError::Dir {
-            path: "store thread".into(),
-            source,
+        let ingest = match lock {
+            Some(lock) => Some(start_ingest(path, &dir, lock)?),
+            None => {
+                tracing::warn!(
+                    store = %path.display(),
+                    "another runlink process owns this store's ingest log: reading what it has applied, writing straight to the tables"
+                );
+                None
+            }
         };
-        std::thread::Builder::new()
-            .name("runlink-store-writer".into())
-            .spawn(move || group_commit_loop(writer_conn, jobs))
-            .map_err(spawn_err)?;
-        let alive = writer.downgrade();
-        std::thread::Builder::new()
-            .name("runlink-store-checkpoint".into())
-            .spawn(move || {
-                // Runs while the store is in use; a PASSIVE checkpoint never blocks writers.
-                while alive.upgrade().is_some() {
-                    std::thread::sleep(Duration::from_millis(500));
-                    if let Err(error) =
-                        checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
-                    {
-                        tracing::warn!(%error, "WAL checkpoint failed");
-                    }
-                }
-            })
-            .map_err(spawn_err)?;
-        Ok(SqliteStore {
+        let inner = Arc::new(Inner {
             conn: Arc::new(Mutex::new(conn)),
-            writer,
-        })
+            ingest,
+        });
+        open.insert(key, Arc::downgrade(&inner));
+        Ok(SqliteStore { inner })
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -187,7 +619,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let conn = self.inner.conn.clone();
         tokio::task::spawn_blocking(move || {
             // A panic in another store call must not make the store unusable: the connection
             // itself is still consistent (SQLite rolled back the open transaction).
@@ -197,6 +629,150 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
     }
+
+    /// Waits until everything acknowledged so far is in the tables, so a read sees every
+    /// write that was answered before it.
+    async fn caught_up(&self) {
+        if let Some(ingest) = &self.inner.ingest {
+            let target = ingest.logged.load(Ordering::SeqCst);
+            let mut applied = ingest.applied.clone();
+            if *applied.borrow() < target {
+                ingest.hurry.store(true, Ordering::Release);
+            }
+            // An error means the applier is gone; nothing more will arrive.
+            let _ = applied.wait_for(|a| *a >= target).await;
+        }
+    }
+
+    fn behind(&self) -> bool {
+        self.inner
+            .ingest
+            .as_ref()
+            .is_some_and(|i| *i.applied.borrow() < i.logged.load(Ordering::SeqCst))
+    }
+
+    async fn submit(&self, entry: Entry, reply: Reply) -> Result<(), StoreError> {
+        let jobs = self
+            .inner
+            .ingest
+            .as_ref()
+            .and_then(|i| i.jobs.as_ref())
+            .ok_or_else(|| StoreError::Join("store is closing".into()))?;
+        // The channel is bounded: under a burst, senders wait here for room (backpressure
+        // towards the HTTP layer).
+        jobs.send(Job { entry, reply })
+            .await
+            .map_err(|_| StoreError::Join("ingest log writer stopped".into()))
+    }
+}
+
+fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
+    let seq: i64 = conn.query_row("SELECT seq FROM journal_applied WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
+    Ok(seq.max(0) as u64)
+}
+
+/// Applies what a previous run logged and did not apply, then starts the log's writer, the
+/// applier and the checkpointer.
+fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, StoreError> {
+    let mut apply_conn = open_connection(path)?;
+    // Checkpoints run beside the applier, not inside its commits.
+    apply_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let records = journal::read_all(dir)?;
+    let mut applied = applied_seq(&apply_conn)?;
+    let last_logged = records.last().map(|(seq, _)| *seq).unwrap_or(0);
+    let backlog = records
+        .into_iter()
+        .filter(|(seq, _)| *seq > applied)
+        .map(|(seq, bytes)| {
+            Ok(Logged {
+                seq,
+                entry: Entry::decode(seq, &bytes)?,
+                outcome: None,
+            })
+        })
+        .collect::<Result<Vec<_>, JournalError>>()?;
+    if !backlog.is_empty() {
+        for chunk in backlog.chunks(APPLY_MAX) {
+            applied = applied.max(apply_batch(&mut apply_conn, chunk)?);
+        }
+        tracing::info!(
+            records = backlog.len(),
+            "applied what the ingest log held from the last run"
+        );
+    }
+    let next_seq = applied.max(last_logged) + 1;
+    let (log, retired) = Journal::start(dir, next_seq)?;
+
+    let overlay = Arc::new(Mutex::new(Overlay::default()));
+    let logged = Arc::new(AtomicU64::new(next_seq - 1));
+    let (applied_tx, applied_rx) = watch::channel(next_seq - 1);
+    let hurry = Arc::new(AtomicBool::new(false));
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(GROUP_MAX * 4);
+    let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel::<Queued>(APPLY_QUEUE);
+    let reader = open_connection(path)?;
+    let checkpoint_conn = open_connection(path)?;
+    let spawn_err = |source| StoreError::Dir {
+        path: "store thread".into(),
+        source,
+    };
+    let mut threads = Vec::new();
+    let (synced_tx, synced_rx) = std::sync::mpsc::channel::<Written>();
+    let writer = LogWriter {
+        reader,
+        log,
+        overlay: overlay.clone(),
+        synced: synced_tx,
+        next_seq,
+    };
+    let syncer = LogSyncer {
+        logged: logged.clone(),
+        apply: apply_tx,
+    };
+    threads.push(
+        std::thread::Builder::new()
+            .name("runlink-ingest-log".into())
+            .spawn(move || writer.run(jobs_rx))
+            .map_err(spawn_err)?,
+    );
+    threads.push(
+        std::thread::Builder::new()
+            .name("runlink-ingest-sync".into())
+            .spawn(move || syncer.run(synced_rx))
+            .map_err(spawn_err)?,
+    );
+    threads.push(
+        std::thread::Builder::new()
+            .name("runlink-store-apply".into())
+            .spawn({
+                let hurry = hurry.clone();
+                move || apply_loop(apply_conn, apply_rx, overlay, applied_tx, retired, hurry)
+            })
+            .map_err(spawn_err)?,
+    );
+    let alive = jobs_tx.downgrade();
+    std::thread::Builder::new()
+        .name("runlink-store-checkpoint".into())
+        .spawn(move || {
+            // Runs while the store is in use; a PASSIVE checkpoint never blocks writers.
+            while alive.upgrade().is_some() {
+                std::thread::sleep(Duration::from_millis(500));
+                if let Err(error) = checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                {
+                    tracing::warn!(%error, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(spawn_err)?;
+    Ok(Ingest {
+        jobs: Some(jobs_tx),
+        logged,
+        applied: applied_rx,
+        hurry,
+        threads,
+        _lock: lock,
+    })
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -224,174 +800,417 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Takes every accept that is waiting, writes them in one transaction (each in its own
-/// savepoint, so one bad record fails alone), commits once, then answers them all.
-fn group_commit_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
+/// The thread that decides and appends: it takes every request that is waiting, decides
+/// each against the tables and the overlay, and writes them all to the log in one write.
+/// The `LogSyncer` answers them once an fsync covers them; meanwhile the next group is
+/// already being decided and written.
+struct LogWriter {
+    reader: Connection,
+    log: Journal,
+    overlay: Arc<Mutex<Overlay>>,
+    synced: std::sync::mpsc::Sender<Written>,
+    next_seq: u64,
+}
+
+/// A group that is written and not yet known to be on disk.
+struct Written {
+    file: Arc<std::fs::File>,
+    last: u64,
+    decided: Vec<(Reply, Result<Queued, StoreError>)>,
+}
+
+impl LogWriter {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(first) = jobs.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let decided = self.decide_group(group);
+            let mut framed = Vec::new();
+            let mut spans = Vec::with_capacity(decided.len());
+            let mut last = 0;
+            for (_, logged) in &decided {
+                if let Ok(logged) = logged {
+                    let start = framed.len();
+                    journal::frame(&mut framed, logged.seq, &logged.entry.encode());
+                    spans.push((start, framed.len() - start));
+                    last = logged.seq;
+                }
+            }
+            if last == 0 {
+                // Nothing to write (every job failed): answer right away.
+                for (reply, logged) in decided {
+                    reply.send(logged.map(|l| l.outcome));
+                }
+                continue;
+            }
+            match self.log.write(&framed, last) {
+                Ok((file, base)) => {
+                    let mut spans = spans.into_iter();
+                    let decided = decided
+                        .into_iter()
+                        .map(|(reply, logged)| {
+                            let queued = logged.map(|l| {
+                                let (start, len) = spans.next().unwrap_or_default();
+                                Queued {
+                                    seq: l.seq,
+                                    outcome: l.outcome,
+                                    file: file.clone(),
+                                    offset: base + start as u64,
+                                    len,
+                                }
+                            });
+                            (reply, queued)
+                        })
+                        .collect();
+                    if self
+                        .synced
+                        .send(Written {
+                            file,
+                            last,
+                            decided,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    let mut overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+                    for (reply, logged) in decided {
+                        if let Ok(logged) = &logged {
+                            overlay.remove(logged);
+                        }
+                        reply.send(Err(StoreError::Join(format!(
+                            "ingest log write failed: {message}"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn decide_group(&mut self, group: Vec<Job>) -> Vec<(Reply, Result<Logged, StoreError>)> {
+        let snapshot = match self.reader.transaction() {
+            Ok(tx) => tx,
+            Err(error) => {
+                let message = error.to_string();
+                return group
+                    .into_iter()
+                    .map(|job| (job.reply, Err(StoreError::Join(message.clone()))))
+                    .collect();
+            }
+        };
+        let applied = applied_seq(&snapshot);
+        let mut overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(group.len());
+        for Job { entry, reply } in group {
+            let outcome = match (&entry, &applied) {
+                (_, Err(error)) => Err(StoreError::Join(error.to_string())),
+                (Entry::Accept(p), Ok(applied)) => {
+                    let seen = Pending {
+                        tables: Tables(&snapshot),
+                        overlay: &overlay,
+                        applied: *applied,
+                    };
+                    decide(&seen, p).map(|(outcome, _)| Some(outcome))
+                }
+                (Entry::Audit(_), Ok(_)) => Ok(None),
+            };
+            let logged = outcome.map(|outcome| {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                if let (Entry::Accept(p), Some(outcome)) = (&entry, outcome) {
+                    overlay.add(seq, p, outcome);
+                }
+                Logged {
+                    seq,
+                    entry,
+                    outcome,
+                }
+            });
+            out.push((reply, logged));
+        }
+        out
+    }
+}
+
+/// Makes written groups durable, many at a time: one fsync covers every group written while
+/// the previous one ran. Then it answers their senders and hands the records to the applier.
+struct LogSyncer {
+    logged: Arc<AtomicU64>,
+    apply: std::sync::mpsc::SyncSender<Queued>,
+}
+
+impl LogSyncer {
+    fn run(self, written: std::sync::mpsc::Receiver<Written>) {
+        while let Ok(first) = written.recv() {
+            let mut groups = vec![first];
+            while let Ok(more) = written.try_recv() {
+                groups.push(more);
+            }
+            let mut synced: Vec<&Arc<std::fs::File>> = Vec::new();
+            for group in &groups {
+                if synced.iter().any(|f| Arc::ptr_eq(f, &group.file)) {
+                    continue;
+                }
+                if let Err(error) = group.file.sync_data() {
+                    // After a failed fsync the kernel may have dropped the dirty pages: what
+                    // is on disk is unknown, and retrying could report success for data that
+                    // is gone. Stopping is the only honest answer; the senders see no reply
+                    // and retry, and the log is read back at the next start.
+                    tracing::error!(%error, "ingest log fsync failed; stopping");
+                    std::process::abort();
+                }
+                synced.push(&group.file);
+            }
+            let last = groups.iter().map(|g| g.last).max().unwrap_or(0);
+            self.logged.fetch_max(last, Ordering::SeqCst);
+            for group in groups {
+                for (reply, logged) in group.decided {
+                    match logged {
+                        Ok(logged) => {
+                            reply.send(Ok(logged.outcome));
+                            if self.apply.send(logged).is_err() {
+                                tracing::error!(
+                                    "store applier stopped; the ingest log keeps what it missed"
+                                );
+                                return;
+                            }
+                        }
+                        Err(error) => reply.send(Err(error)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Applies logged records in large transactions (a burst costs a few commits, not one per
+/// request), then lets the overlay, the read barrier and the log's segments go.
+fn apply_loop(
+    mut conn: Connection,
+    records: std::sync::mpsc::Receiver<Queued>,
+    overlay: Arc<Mutex<Overlay>>,
+    applied: watch::Sender<u64>,
+    retired: journal::Retired,
+    hurry: Arc<AtomicBool>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    lower_priority();
+    while let Ok(first) = records.recv() {
+        let mut batch = vec![first];
+        // Waiting a moment for more makes each commit carry more records: the pages a commit
+        // rewrites are shared by all of them. A reader waiting on the tables cuts it short.
+        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        let mut closed = false;
+        while batch.len() < APPLY_MAX && !hurry.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match records.recv_timeout(left.min(Duration::from_millis(2))) {
+                Ok(record) => batch.push(record),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        while batch.len() < APPLY_MAX {
+            match records.try_recv() {
+                Ok(record) => batch.push(record),
                 Err(_) => break,
             }
         }
-        let results = write_group(&mut conn, &group);
-        match results {
-            Ok(outcomes) => {
-                for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
+        hurry.store(false, Ordering::Release);
+        let batch = load_batch(batch);
+        let last = loop {
+            match apply_batch(&mut conn, &batch) {
+                Ok(last) => break last,
+                Err(error) => {
+                    // Everything in the batch is in the log: nothing is lost by waiting.
+                    tracing::error!(%error, "cannot apply the ingest log to the store; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
                 }
             }
-            Err(error) => {
-                let message = error.to_string();
-                for (_, reply) in group {
-                    let _ = reply.send(Err(StoreError::Join(format!(
-                        "group commit failed: {message}"
-                    ))));
-                }
+        };
+        {
+            let mut overlay = overlay.lock().unwrap_or_else(|p| p.into_inner());
+            for record in &batch {
+                overlay.remove(record);
             }
+        }
+        applied.send_replace(last);
+        retired.delete_through(last);
+        if closed {
+            break;
         }
     }
 }
 
-fn write_group(
-    conn: &mut Connection,
-    group: &[Job],
-) -> Result<Vec<Result<AcceptOutcome, StoreError>>, StoreError> {
-    let now = now_ms();
-    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    for (prepared, _) in group {
-        let mut sp = tx.savepoint()?;
-        match accept_one(&sp, prepared, now) {
-            Ok(outcome) => {
-                sp.commit()?;
-                outcomes.push(Ok(outcome));
-            }
-            Err(error) => {
-                sp.rollback()?;
-                drop(sp);
-                outcomes.push(Err(error));
+/// Acknowledging webhooks comes first: during a burst the applier takes what CPU is left and
+/// catches up after (the log holds its backlog). It still gets a share, so deliveries keep
+/// flowing while the burst lasts.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on this thread's own id.
+        let result = unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, APPLY_NICE)
+        };
+        if result != 0 {
+            tracing::debug!("cannot lower the store applier's priority");
+        }
+    }
+}
+
+/// Reads a batch back from the log. The bytes were fsync'd before their senders were
+/// answered, so a record that cannot be read is a disk failure: retried, never skipped.
+fn load_batch(queued: Vec<Queued>) -> Vec<Logged> {
+    let mut batch = Vec::with_capacity(queued.len());
+    for q in queued {
+        loop {
+            match q.load() {
+                Ok(logged) => {
+                    batch.push(logged);
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(seq = q.seq, %error, "cannot read back an ingest log record; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
         }
     }
+    batch
+}
+
+/// Applies the records after the store's high-water mark in one transaction and moves the
+/// mark; returns it. A record that fails on its own is reported and skipped, so one bad
+/// record cannot stop the queue.
+fn apply_batch(conn: &mut Connection, batch: &[Logged]) -> Result<u64, StoreError> {
+    match apply_all(conn, batch, false) {
+        Ok(last) => Ok(last),
+        Err(error) => {
+            tracing::warn!(%error, "apply failed; applying the batch record by record");
+            apply_all(conn, batch, true)
+        }
+    }
+}
+
+fn apply_all(conn: &mut Connection, batch: &[Logged], isolate: bool) -> Result<u64, StoreError> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied = applied_seq(&tx)?;
+    let mut last = applied;
+    for record in batch.iter().filter(|r| r.seq > applied) {
+        if isolate {
+            let sp = tx.savepoint()?;
+            match apply_one(&sp, record) {
+                Ok(()) => sp.commit()?,
+                Err(error) => {
+                    tracing::error!(seq = record.seq, %error, "ingest log record cannot be applied; skipped");
+                }
+            }
+        } else {
+            apply_one(&tx, record)?;
+        }
+        last = last.max(record.seq);
+    }
+    tx.execute(
+        "UPDATE journal_applied SET seq = ?1 WHERE id = 1",
+        [last as i64],
+    )?;
     tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
     tx.commit()?;
-    Ok(outcomes)
+    Ok(last)
 }
 
-fn accept_one(
-    tx: &rusqlite::Savepoint<'_>,
-    prepared: &Prepared,
-    now: i64,
-) -> Result<AcceptOutcome, StoreError> {
-    let accepted = &prepared.accepted;
-    let ticket = &accepted.ticket;
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
+fn apply_one(tx: &Connection, record: &Logged) -> Result<(), StoreError> {
+    match &record.entry {
+        Entry::Accept(p) => {
+            let outcome = accept_one(tx, p)?;
+            if record.outcome.is_some_and(|told| told != outcome) {
+                tracing::error!(
+                    seq = record.seq,
+                    told = ?record.outcome,
+                    applied = ?outcome,
+                    "an accept was applied with another outcome than its sender was told"
+                );
+            }
+        }
+        Entry::Audit(a) => insert_audit_raw(tx, a.at_ms, a.ticket.as_deref(), &a.kind, &a.detail)?,
+    }
+    Ok(())
+}
+
+fn accept_one(tx: &Connection, p: &Prepared) -> Result<AcceptOutcome, StoreError> {
+    let (outcome, last) = decide(&Tables(tx), p)?;
+    let ticket_id = Some(p.ticket_id.as_str());
+    if outcome == AcceptOutcome::DuplicateDelivery {
+        if let Some(event) = &last {
+            insert_audit(tx, p.at_ms, ticket_id, event)?;
+        }
+        return Ok(outcome);
+    }
+    tx.prepare_cached(
+        "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (source, delivery_id) DO NOTHING",
+    )?
+    .execute(params![
+        p.source,
+        p.delivery_id,
+        p.ticket_id,
+        p.signature_key,
+        p.at_ms,
+        p.ticket_json,
+    ])?;
+    if let (AcceptOutcome::Stored, Some(d)) = (outcome, &p.delivery) {
+        tx.prepare_cached(
+            "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
+                                 next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
         )?
         .execute(params![
-            ticket.source.as_str(),
-            ticket.delivery.as_str(),
-            ticket.id.as_str(),
-            accepted.signature_key,
-            now,
-            prepared.ticket_json,
+            d.key,
+            p.ticket_id,
+            d.destination,
+            d.target_json,
+            d.body,
+            p.at_ms
         ])?;
-    let ticket_id = Some(ticket.id.as_str());
-    if inserted == 0 {
-        insert_audit(
-            tx,
-            now,
-            ticket_id,
-            &AuditEvent::DuplicateDelivery {
-                source: ticket.source.to_string(),
-                delivery: ticket.delivery.to_string(),
-            },
-        )?;
-        return Ok(AcceptOutcome::DuplicateDelivery);
     }
-    let (outcome, last) = enqueue(tx, accepted, prepared, now)?;
     // The events of one accept go in one audit row: fewer rows and index entries per
-    // webhook is what keeps the single writer fast. `audit_log` reads them back one by one.
+    // webhook. `audit_log` reads them back one by one.
     let mut batch =
-        String::with_capacity(prepared.events.iter().map(|d| d.len() + 1).sum::<usize>() + 256);
+        String::with_capacity(p.events.iter().map(|d| d.len() + 1).sum::<usize>() + 256);
     batch.push('[');
-    for (i, detail) in prepared.events.iter().enumerate() {
+    for (i, detail) in p.events.iter().enumerate() {
         if i > 0 {
             batch.push(',');
         }
         batch.push_str(detail);
     }
     if let Some(last) = last {
-        if !prepared.events.is_empty() {
+        if !p.events.is_empty() {
             batch.push(',');
         }
         batch.push_str(&serde_json::to_string(&last)?);
     }
     batch.push(']');
-    insert_audit_raw(tx, now, ticket_id, BATCH_KIND, &batch)?;
+    insert_audit_raw(tx, p.at_ms, ticket_id, BATCH_KIND, &batch)?;
     Ok(outcome)
 }
 
 /// The audit `kind` of a row that holds a JSON array of events.
 const BATCH_KIND: &str = "batch";
-
-/// Queues the delivery unless it is already queued or the ticket is at its cap; returns the
-/// outcome and the event that records it.
-fn enqueue(
-    tx: &rusqlite::Savepoint<'_>,
-    accepted: &Accepted,
-    prepared: &Prepared,
-    now: i64,
-) -> Result<(AcceptOutcome, Option<AuditEvent>), StoreError> {
-    let ticket = &accepted.ticket;
-    let Some(delivery) = &accepted.delivery else {
-        return Ok((AcceptOutcome::Stored, None));
-    };
-    let exists: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE delivery_key = ?1)")?
-        .query_row([&delivery.delivery_key], |r| r.get(0))?;
-    if exists {
-        let event = AuditEvent::AlreadyEnriched {
-            delivery_key: delivery.delivery_key.clone(),
-        };
-        return Ok((AcceptOutcome::AlreadyEnriched, Some(event)));
-    }
-    let existing: i64 = tx
-        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE ticket_id = ?1")?
-        .query_row([ticket.id.as_str()], |r| r.get(0))?;
-    if existing >= i64::from(accepted.max_per_ticket) {
-        let event = AuditEvent::NotEnqueued {
-            reason: format!(
-                "ticket already has {existing} enrichments (cap {})",
-                accepted.max_per_ticket
-            ),
-        };
-        return Ok((AcceptOutcome::CapReached, Some(event)));
-    }
-    tx.prepare_cached(
-        "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
-                             next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
-    )?
-    .execute(params![
-        delivery.delivery_key,
-        ticket.id.as_str(),
-        delivery.destination,
-        prepared.target_json.as_deref().unwrap_or("null"),
-        delivery.body,
-        now,
-    ])?;
-    let event = AuditEvent::Enqueued {
-        delivery_key: delivery.delivery_key.clone(),
-        destination: delivery.destination.clone(),
-    };
-    Ok((AcceptOutcome::Stored, Some(event)))
-}
 
 fn insert_audit_raw(
     tx: &Connection,
@@ -411,14 +1230,7 @@ fn insert_audit(
     ticket: Option<&str>,
     event: &AuditEvent,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![
-            at,
-            ticket,
-            event.kind(),
-            serde_json::to_string(event)?
-        ])?;
-    Ok(())
+    insert_audit_raw(tx, at, ticket, event.kind(), &serde_json::to_string(event)?)
 }
 
 const ROW_COLUMNS: &str = "id, delivery_key, ticket_id, destination, state, attempts, \
@@ -442,16 +1254,23 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
 impl Store for SqliteStore {
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
         let prepared = Prepared::new(accepted)?;
+        if self.inner.ingest.is_none() {
+            return self
+                .with_conn(move |conn| {
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let outcome = accept_one(&tx, &prepared)?;
+                    tx.commit()?;
+                    Ok(outcome)
+                })
+                .await;
+        }
         let (reply, answer) = oneshot::channel();
-        // The channel is bounded: under a burst, senders wait here for room (backpressure
-        // towards the HTTP layer).
-        self.writer
-            .send((prepared, reply))
-            .await
-            .map_err(|_| StoreError::Join("store writer stopped".into()))?;
+        self.submit(Entry::Accept(prepared), Reply::Accept(reply))
+            .await?;
         answer
             .await
-            .map_err(|_| StoreError::Join("store writer stopped".into()))?
+            .map_err(|_| StoreError::Join("ingest log writer stopped".into()))?
     }
 
     async fn claim_due(
@@ -461,74 +1280,14 @@ impl Store for SqliteStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let destination = destination.to_string();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let lease_until = now + lease.as_millis() as i64;
-            let items = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, delivery_key, ticket_id, destination, target, body, attempts,
-                            claims, uncertain, created_at
-                     FROM outbox
-                     WHERE destination = ?3 AND state = 'pending'
-                       AND next_attempt_at <= ?1 AND lease_until <= ?1
-                     ORDER BY next_attempt_at, id
-                     LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![now, limit as i64, destination], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, u32>(6)?,
-                        r.get::<_, u32>(7)?,
-                        r.get::<_, bool>(8)?,
-                        r.get::<_, i64>(9)?,
-                    ))
-                })?;
-                let mut items = Vec::new();
-                for row in rows {
-                    let (
-                        id,
-                        delivery_key,
-                        ticket,
-                        destination,
-                        target,
-                        body,
-                        attempts,
-                        claims,
-                        uncertain,
-                        created_ms,
-                    ) = row?;
-                    items.push(OutboxItem {
-                        id,
-                        delivery_key,
-                        ticket: TicketId::parse(ticket)
-                            .map_err(|e| StoreError::Join(format!("stored ticket id {e}")))?,
-                        destination,
-                        target: serde_json::from_str(&target)?,
-                        body,
-                        attempts,
-                        uncertain: uncertain || claims > attempts,
-                        created_ms,
-                        lease_until_ms: lease_until,
-                    });
-                }
-                items
-            };
-            for item in &items {
-                tx.execute(
-                    "UPDATE outbox SET lease_until = ?2, claims = attempts + 1 WHERE id = ?1",
-                    params![item.id, lease_until],
-                )?;
-            }
-            tx.commit()?;
-            Ok(items)
-        })
-        .await
+        let items = self.claim(destination, now, limit, lease).await?;
+        // Under a burst the applier may be behind: what it has applied is claimed at once,
+        // and only an empty claim waits for the rest.
+        if items.is_empty() && self.behind() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.caught_up()).await;
+            return self.claim(destination, now, limit, lease).await;
+        }
+        Ok(items)
     }
 
     async fn settle(
@@ -619,15 +1378,30 @@ impl Store for SqliteStore {
     }
 
     async fn record(&self, ticket: Option<&TicketId>, event: AuditEvent) -> Result<(), StoreError> {
-        let ticket = ticket.map(|t| t.to_string());
-        self.with_conn(move |conn| {
-            insert_audit(conn, now_ms(), ticket.as_deref(), &event)?;
-            Ok(())
-        })
-        .await
+        let row = AuditRow::new(ticket, &event)?;
+        if self.inner.ingest.is_none() {
+            return self
+                .with_conn(move |conn| {
+                    insert_audit_raw(
+                        conn,
+                        row.at_ms,
+                        row.ticket.as_deref(),
+                        &row.kind,
+                        &row.detail,
+                    )
+                })
+                .await;
+        }
+        // Through the log, so the audit log keeps the order things were acknowledged in.
+        let (reply, answer) = oneshot::channel();
+        self.submit(Entry::Audit(row), Reply::Audit(reply)).await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Join("ingest log writer stopped".into()))?
     }
 
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.caught_up().await;
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT at, ticket_id, detail, kind FROM audit
@@ -672,6 +1446,11 @@ impl Store for SqliteStore {
     }
 
     async fn counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.caught_up().await;
+        self.counts_now().await
+    }
+
+    async fn counts_now(&self) -> Result<OutboxCounts, StoreError> {
         self.with_conn(|conn| {
             let mut counts = OutboxCounts::default();
             let mut stmt =
@@ -692,7 +1471,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn backlog(&self) -> u64 {
+        self.inner.ingest.as_ref().map_or(0, |i| {
+            i.logged
+                .load(Ordering::SeqCst)
+                .saturating_sub(*i.applied.borrow())
+        })
+    }
+
     async fn orphans(&self, known: &[&str]) -> Result<Vec<OutboxRow>, StoreError> {
+        self.caught_up().await;
         let known: Vec<String> = known.iter().map(|k| k.to_string()).collect();
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&format!(
@@ -716,6 +1504,7 @@ impl Store for SqliteStore {
         state: Option<ItemState>,
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.caught_up().await;
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {ROW_COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1)
@@ -735,6 +1524,7 @@ impl Store for SqliteStore {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<StoredTicket>, StoreError> {
+        self.caught_up().await;
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT received_at, ticket FROM tickets WHERE received_at >= ?1
@@ -757,6 +1547,7 @@ impl Store for SqliteStore {
     }
 
     async fn requeue(&self, which: Requeue) -> Result<u64, StoreError> {
+        self.caught_up().await;
         self.with_conn(move |conn| {
             let now = now_ms();
             let sql = "UPDATE outbox SET state = 'pending', attempts = 0, claims = 0,
@@ -773,8 +1564,86 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    async fn claim(
+        &self,
+        destination: &str,
+        now: i64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let destination = destination.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let lease_until = now + lease.as_millis() as i64;
+            let items = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, delivery_key, ticket_id, destination, target, body, attempts,
+                            claims, uncertain, created_at
+                     FROM outbox
+                     WHERE destination = ?3 AND state = 'pending'
+                       AND next_attempt_at <= ?1 AND lease_until <= ?1
+                     ORDER BY next_attempt_at, id
+                     LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now, limit as i64, destination], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, u32>(6)?,
+                        r.get::<_, u32>(7)?,
+                        r.get::<_, bool>(8)?,
+                        r.get::<_, i64>(9)?,
+                    ))
+                })?;
+                let mut items = Vec::new();
+                for row in rows {
+                    let (
+                        id,
+                        delivery_key,
+                        ticket,
+                        destination,
+                        target,
+                        body,
+                        attempts,
+                        claims,
+                        uncertain,
+                        created_ms,
+                    ) = row?;
+                    items.push(OutboxItem {
+                        id,
+                        delivery_key,
+                        ticket: TicketId::parse(ticket)
+                            .map_err(|e| StoreError::Join(format!("stored ticket id {e}")))?,
+                        destination,
+                        target: serde_json::from_str(&target)?,
+                        body,
+                        attempts,
+                        uncertain: uncertain || claims > attempts,
+                        created_ms,
+                        lease_until_ms: lease_until,
+                    });
+                }
+                items
+            };
+            for item in &items {
+                tx.execute(
+                    "UPDATE outbox SET lease_until = ?2, claims = attempts + 1 WHERE id = ?1",
+                    params![item.id, lease_until],
+                )?;
+            }
+            tx.commit()?;
+            Ok(items)
+        })
+        .await
+    }
+
     /// The body stored for a delivery key, for tests and `runlink audit`.
     pub async fn body_of(&self, delivery_key: &str) -> Result<Option<String>, StoreError> {
+        self.caught_up().await;
         let key = delivery_key.to_string();
         self.with_conn(move |conn| {
             Ok(conn
