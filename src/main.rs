@@ -7,11 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// glibc's allocator showed up as a sixth of the request path under a webhook burst (its
-/// arenas contend between the HTTP workers and the store threads); mimalloc does not.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     runlink::telemetry::init();

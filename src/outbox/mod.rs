@@ -4,6 +4,7 @@
 //! and a shared database backend behave the same for the rest of the program.
 
 pub mod journal;
+pub mod keys;
 pub mod postgres;
 pub mod sqlite;
 

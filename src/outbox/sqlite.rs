@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
+use super::keys::KeyFilter;
 use super::{
     AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
     Settle, Store, StoreError, StoredTicket, now_ms,
@@ -101,11 +102,11 @@ const GROUP_MAX: usize = 512;
 const APPLY_MAX: usize = 4096;
 /// Logged records waiting to be applied, at most; past it the log's writer waits for the
 /// applier, and so do the requests behind it (backpressure, not unbounded memory).
-const APPLY_QUEUE: usize = 262_144;
+const APPLY_QUEUE: usize = 65_536;
 /// The applier thread's nice value (0 is normal, 19 the lowest).
-const APPLY_NICE: libc::c_int = 10;
+const APPLY_NICE: libc::c_int = 19;
 /// How long the applier gathers records before a commit, unless a reader is waiting.
-const APPLY_WAIT: Duration = Duration::from_millis(50);
+const APPLY_WAIT: Duration = Duration::from_millis(200);
 
 /// An accept with its JSON already serialized: that work happens on the request's own
 /// thread, so the single log writer only decides and appends.
@@ -121,6 +122,35 @@ struct Prepared {
     events: Vec<String>,
     delivery: Option<PreparedDelivery>,
     max_per_ticket: u32,
+    /// The log's writer decides before it appends, so applying a record (or replaying it
+    /// after a crash) repeats no lookups and cannot come to another answer.
+    decided: Option<Decided>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decided {
+    outcome: AcceptOutcome,
+    /// The audit event that records the outcome, serialized.
+    event: Option<String>,
+}
+
+fn outcome_code(outcome: AcceptOutcome) -> u64 {
+    match outcome {
+        AcceptOutcome::Stored => 1,
+        AcceptOutcome::DuplicateDelivery => 2,
+        AcceptOutcome::AlreadyEnriched => 3,
+        AcceptOutcome::CapReached => 4,
+    }
+}
+
+fn outcome_of(code: u64) -> Option<AcceptOutcome> {
+    Some(match code {
+        1 => AcceptOutcome::Stored,
+        2 => AcceptOutcome::DuplicateDelivery,
+        3 => AcceptOutcome::AlreadyEnriched,
+        4 => AcceptOutcome::CapReached,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +188,7 @@ impl Prepared {
             events,
             delivery,
             max_per_ticket: accepted.max_per_ticket,
+            decided: None,
         })
     }
 }
@@ -216,6 +247,12 @@ impl Entry {
                         .str(&d.body);
                 }
                 f.u64(u64::from(p.max_per_ticket));
+                f.flag(p.decided.is_some());
+                if let Some(d) = &p.decided {
+                    f.u64(outcome_code(d.outcome))
+                        .flag(d.event.is_some())
+                        .str(d.event.as_deref().unwrap_or_default());
+                }
             }
             Entry::Audit(a) => {
                 f.u64(AUDIT_TAG)
@@ -255,6 +292,21 @@ impl Entry {
                     None
                 };
                 let max_per_ticket = r.u64("cap")? as u32;
+                let decided = if r.flag("decision flag")? {
+                    let code = r.u64("outcome")?;
+                    let outcome = outcome_of(code).ok_or_else(|| JournalError::Malformed {
+                        seq,
+                        message: format!("unknown outcome {code}"),
+                    })?;
+                    let has_event = r.flag("event flag")?;
+                    let event = r.str("decision event")?;
+                    Some(Decided {
+                        outcome,
+                        event: has_event.then_some(event),
+                    })
+                } else {
+                    None
+                };
                 Ok(Entry::Accept(Prepared {
                     at_ms,
                     source,
@@ -265,6 +317,7 @@ impl Entry {
                     events,
                     delivery,
                     max_per_ticket,
+                    decided,
                 }))
             }
             AUDIT_TAG => {
@@ -442,17 +495,22 @@ struct Pending<'a> {
     tables: Tables<'a>,
     overlay: &'a Overlay,
     applied: u64,
+    /// Every key of the tables and the overlay: a key it has never seen needs no lookup.
+    filter: &'a KeyFilter,
 }
 
 impl Seen for Pending<'_> {
     fn delivery(&self, source: &str, delivery_id: &str) -> Result<bool, StoreError> {
         let slot = format!("{source}\u{0}{delivery_id}");
         Ok(self.overlay.deliveries.contains_key(&slot)
-            || self.tables.delivery(source, delivery_id)?)
+            || (self.filter.may_contain(SLOT_KEY, &slot)
+                && self.tables.delivery(source, delivery_id)?))
     }
 
     fn key(&self, delivery_key: &str) -> Result<bool, StoreError> {
-        Ok(self.overlay.keys.contains_key(delivery_key) || self.tables.key(delivery_key)?)
+        Ok(self.overlay.keys.contains_key(delivery_key)
+            || (self.filter.may_contain(DELIVERY_KEY, delivery_key)
+                && self.tables.key(delivery_key)?))
     }
 
     fn enrichments(&self, ticket_id: &str) -> Result<i64, StoreError> {
@@ -463,8 +521,65 @@ impl Seen for Pending<'_> {
             .get(ticket_id)
             .map(|seqs| seqs.iter().filter(|s| **s > self.applied).count())
             .unwrap_or(0);
-        Ok(logged as i64 + self.tables.enrichments(ticket_id)?)
+        let stored = if self.filter.may_contain(TICKET_KEY, ticket_id) {
+            self.tables.enrichments(ticket_id)?
+        } else {
+            0
+        };
+        Ok(logged as i64 + stored)
     }
+}
+
+/// The kinds of key in the writer's filter.
+const SLOT_KEY: u8 = 1;
+const DELIVERY_KEY: u8 = 2;
+const TICKET_KEY: u8 = 3;
+
+fn remember(filter: &mut KeyFilter, p: &Prepared, outcome: AcceptOutcome) {
+    if outcome == AcceptOutcome::DuplicateDelivery {
+        return;
+    }
+    filter.insert(SLOT_KEY, &delivery_slot(p));
+    if let (AcceptOutcome::Stored, Some(d)) = (outcome, &p.delivery) {
+        filter.insert(DELIVERY_KEY, &d.key);
+        filter.insert(TICKET_KEY, &p.ticket_id);
+    }
+}
+
+/// A filter holding every key of the tables and the overlay, sized for growth. Another
+/// process writing to the tables directly is not seen by it; that is why only one process
+/// may own the log (the lock) and replicas need PostgreSQL.
+fn build_filter(conn: &Connection, overlay: &Overlay) -> Result<KeyFilter, StoreError> {
+    let rows: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM tickets) + 2 * (SELECT COUNT(*) FROM outbox)",
+        [],
+        |r| r.get(0),
+    )?;
+    let keys = rows.max(0) as usize + overlay.deliveries.len() + 2 * overlay.keys.len();
+    let mut filter = KeyFilter::with_capacity((keys * 2).max(1 << 20));
+    let mut stmt = conn.prepare("SELECT source, delivery_id FROM tickets")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (source, id): (String, String) = (row.get(0)?, row.get(1)?);
+        filter.insert(SLOT_KEY, &format!("{source}\u{0}{id}"));
+    }
+    let mut stmt = conn.prepare("SELECT delivery_key, ticket_id FROM outbox")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (key, ticket): (String, String) = (row.get(0)?, row.get(1)?);
+        filter.insert(DELIVERY_KEY, &key);
+        filter.insert(TICKET_KEY, &ticket);
+    }
+    for slot in overlay.deliveries.keys() {
+        filter.insert(SLOT_KEY, slot);
+    }
+    for key in overlay.keys.keys() {
+        filter.insert(DELIVERY_KEY, key);
+    }
+    for ticket in overlay.per_ticket.keys() {
+        filter.insert(TICKET_KEY, ticket);
+    }
+    Ok(filter)
 }
 
 /// The dedup and cap decisions for one accept, and the audit event that records them. The
@@ -562,9 +677,6 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // The applier's batches and the writer's lookups touch index pages all over the file;
-    // re-reading them from the WAL costs more than keeping them.
-    conn.pragma_update(None, "cache_size", -32_768)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -703,7 +815,13 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
         );
     }
     let next_seq = applied.max(last_logged) + 1;
+    // The segments are deleted next: first make sure everything applied so far is on disk
+    // (a checkpoint syncs the WAL before it copies it, and the database after).
+    apply_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
     let (log, retired) = Journal::start(dir, next_seq)?;
+    // From here on the log holds every record until a checkpoint has made its application
+    // durable, so the applier's commits need no fsync of their own.
+    apply_conn.pragma_update(None, "synchronous", "NORMAL")?;
 
     let overlay = Arc::new(Mutex::new(Overlay::default()));
     let logged = Arc::new(AtomicU64::new(next_seq - 1));
@@ -719,7 +837,9 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
     };
     let mut threads = Vec::new();
     let (synced_tx, synced_rx) = std::sync::mpsc::channel::<Written>();
+    let filter = build_filter(&reader, &Overlay::default())?;
     let writer = LogWriter {
+        filter,
         reader,
         log,
         overlay: overlay.clone(),
@@ -747,20 +867,24 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
             .name("runlink-store-apply".into())
             .spawn({
                 let hurry = hurry.clone();
-                move || apply_loop(apply_conn, apply_rx, overlay, applied_tx, retired, hurry)
+                move || apply_loop(apply_conn, apply_rx, overlay, applied_tx, hurry)
             })
             .map_err(spawn_err)?,
     );
     let alive = jobs_tx.downgrade();
+    let applied_now = applied_rx.clone();
     std::thread::Builder::new()
         .name("runlink-store-checkpoint".into())
         .spawn(move || {
             // Runs while the store is in use; a PASSIVE checkpoint never blocks writers.
+            // It syncs the WAL before copying it back, so every record applied before it
+            // started is durable once it returns: the log's segments up to there can go.
             while alive.upgrade().is_some() {
                 std::thread::sleep(Duration::from_millis(500));
-                if let Err(error) = checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
-                {
-                    tracing::warn!(%error, "WAL checkpoint failed");
+                let through = *applied_now.borrow();
+                match checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                    Ok(()) => retired.delete_through(through),
+                    Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
                 }
             }
         })
@@ -806,6 +930,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// already being decided and written.
 struct LogWriter {
     reader: Connection,
+    filter: KeyFilter,
     log: Journal,
     overlay: Arc<Mutex<Overlay>>,
     synced: std::sync::mpsc::Sender<Written>,
@@ -908,17 +1033,30 @@ impl LogWriter {
         };
         let applied = applied_seq(&snapshot);
         let mut overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+        if self.filter.is_full() {
+            match build_filter(&snapshot, &overlay) {
+                Ok(filter) => self.filter = filter,
+                Err(error) => tracing::warn!(%error, "cannot rebuild the key filter"),
+            }
+        }
         let mut out = Vec::with_capacity(group.len());
-        for Job { entry, reply } in group {
-            let outcome = match (&entry, &applied) {
+        for Job { mut entry, reply } in group {
+            let outcome = match (&mut entry, &applied) {
                 (_, Err(error)) => Err(StoreError::Join(error.to_string())),
                 (Entry::Accept(p), Ok(applied)) => {
                     let seen = Pending {
                         tables: Tables(&snapshot),
                         overlay: &overlay,
                         applied: *applied,
+                        filter: &self.filter,
                     };
-                    decide(&seen, p).map(|(outcome, _)| Some(outcome))
+                    decide(&seen, p).and_then(|(outcome, event)| {
+                        p.decided = Some(Decided {
+                            outcome,
+                            event: event.as_ref().map(serde_json::to_string).transpose()?,
+                        });
+                        Ok(Some(outcome))
+                    })
                 }
                 (Entry::Audit(_), Ok(_)) => Ok(None),
             };
@@ -927,6 +1065,7 @@ impl LogWriter {
                 self.next_seq += 1;
                 if let (Entry::Accept(p), Some(outcome)) = (&entry, outcome) {
                     overlay.add(seq, p, outcome);
+                    remember(&mut self.filter, p, outcome);
                 }
                 Logged {
                     seq,
@@ -998,7 +1137,6 @@ fn apply_loop(
     records: std::sync::mpsc::Receiver<Queued>,
     overlay: Arc<Mutex<Overlay>>,
     applied: watch::Sender<u64>,
-    retired: journal::Retired,
     hurry: Arc<AtomicBool>,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
@@ -1048,7 +1186,6 @@ fn apply_loop(
             }
         }
         applied.send_replace(last);
-        retired.delete_through(last);
         if closed {
             break;
         }
@@ -1134,30 +1271,39 @@ fn apply_all(conn: &mut Connection, batch: &[Logged], isolate: bool) -> Result<u
 
 fn apply_one(tx: &Connection, record: &Logged) -> Result<(), StoreError> {
     match &record.entry {
-        Entry::Accept(p) => {
-            let outcome = accept_one(tx, p)?;
-            if record.outcome.is_some_and(|told| told != outcome) {
-                tracing::error!(
-                    seq = record.seq,
-                    told = ?record.outcome,
-                    applied = ?outcome,
-                    "an accept was applied with another outcome than its sender was told"
-                );
+        Entry::Accept(p) => match &p.decided {
+            Some(d) => write_accept(tx, p, d.outcome, d.event.as_deref())?,
+            None => {
+                accept_one(tx, p)?;
             }
-        }
+        },
         Entry::Audit(a) => insert_audit_raw(tx, a.at_ms, a.ticket.as_deref(), &a.kind, &a.detail)?,
     }
     Ok(())
 }
 
+/// Decides against the tables and writes: the path of a store that does not own the log.
 fn accept_one(tx: &Connection, p: &Prepared) -> Result<AcceptOutcome, StoreError> {
-    let (outcome, last) = decide(&Tables(tx), p)?;
+    let (outcome, event) = decide(&Tables(tx), p)?;
+    let event = event.as_ref().map(serde_json::to_string).transpose()?;
+    write_accept(tx, p, outcome, event.as_deref())?;
+    Ok(outcome)
+}
+
+/// Writes a decided accept: the ticket (unless it is a duplicate delivery), the queued
+/// delivery (if stored) and its audit events.
+fn write_accept(
+    tx: &Connection,
+    p: &Prepared,
+    outcome: AcceptOutcome,
+    last: Option<&str>,
+) -> Result<(), StoreError> {
     let ticket_id = Some(p.ticket_id.as_str());
     if outcome == AcceptOutcome::DuplicateDelivery {
-        if let Some(event) = &last {
-            insert_audit(tx, p.at_ms, ticket_id, event)?;
+        if let Some(event) = last {
+            insert_audit_raw(tx, p.at_ms, ticket_id, "duplicate_delivery", event)?;
         }
-        return Ok(outcome);
+        return Ok(());
     }
     tx.prepare_cached(
         "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
@@ -1202,11 +1348,10 @@ fn accept_one(tx: &Connection, p: &Prepared) -> Result<AcceptOutcome, StoreError
         if !p.events.is_empty() {
             batch.push(',');
         }
-        batch.push_str(&serde_json::to_string(&last)?);
+        batch.push_str(last);
     }
     batch.push(']');
-    insert_audit_raw(tx, p.at_ms, ticket_id, BATCH_KIND, &batch)?;
-    Ok(outcome)
+    insert_audit_raw(tx, p.at_ms, ticket_id, BATCH_KIND, &batch)
 }
 
 /// The audit `kind` of a row that holds a JSON array of events.
@@ -1655,5 +1800,154 @@ impl SqliteStore {
                 .optional()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(decided: Option<Decided>) -> Prepared {
+        Prepared {
+            at_ms: 1_764_000_000_000,
+            source: "alertmanager".into(),
+            delivery_id: "d-1".into(),
+            ticket_id: "alertmanager:abc@2026".into(),
+            signature_key: "HighErrorRate|checkout|error rate above <pct>".into(),
+            ticket_json: r#"{"title":"Error rate above 5%"}"#.into(),
+            events: vec![r#"{"event":"received"}"#.into(), "{}".into()],
+            delivery: Some(PreparedDelivery {
+                key: "k1".into(),
+                destination: "github".into(),
+                target_json: r#"{"github_issue":"acme/ops#1"}"#.into(),
+                body: "Runbook: ünïcode ✓".into(),
+            }),
+            max_per_ticket: 3,
+            decided,
+        }
+    }
+
+    #[test]
+    fn log_records_read_back_as_written() {
+        let entries = [
+            Entry::Accept(prepared(None)),
+            Entry::Accept(prepared(Some(Decided {
+                outcome: AcceptOutcome::CapReached,
+                event: Some(r#"{"event":"not_enqueued"}"#.into()),
+            }))),
+            Entry::Accept(Prepared {
+                delivery: None,
+                ..prepared(Some(Decided {
+                    outcome: AcceptOutcome::Stored,
+                    event: None,
+                }))
+            }),
+            Entry::Audit(AuditRow {
+                at_ms: 5,
+                ticket: None,
+                kind: "reloaded".into(),
+                detail: "{}".into(),
+            }),
+        ];
+        for (seq, entry) in entries.iter().enumerate() {
+            let decoded = Entry::decode(seq as u64, &entry.encode()).unwrap();
+            assert_eq!(&decoded, entry);
+        }
+    }
+
+    #[test]
+    fn a_cut_record_is_an_error_naming_its_sequence_number() {
+        let bytes = Entry::Accept(prepared(None)).encode();
+        let err = Entry::decode(42, &bytes[..bytes.len() - 3])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("record 42"), "{err}");
+    }
+
+    #[test]
+    fn the_overlay_forgets_only_the_record_that_was_applied() {
+        let mut overlay = Overlay::default();
+        let p = prepared(None);
+        overlay.add(1, &p, AcceptOutcome::Stored);
+        overlay.add(2, &p, AcceptOutcome::Stored);
+        assert_eq!(overlay.per_ticket[&p.ticket_id], vec![1, 2]);
+        overlay.remove(&Logged {
+            seq: 1,
+            entry: Entry::Accept(p.clone()),
+            outcome: Some(AcceptOutcome::Stored),
+        });
+        // The slot and key now belong to record 2, still waiting.
+        assert_eq!(overlay.deliveries[&delivery_slot(&p)], 2);
+        assert_eq!(overlay.keys["k1"], 2);
+        assert_eq!(overlay.per_ticket[&p.ticket_id], vec![2]);
+        overlay.remove(&Logged {
+            seq: 2,
+            entry: Entry::Accept(p.clone()),
+            outcome: Some(AcceptOutcome::Stored),
+        });
+        assert!(overlay.deliveries.is_empty() && overlay.keys.is_empty());
+        assert!(overlay.per_ticket.is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_left_in_the_log_are_applied_once_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let json = |e: &AuditEvent| serde_json::to_string(e).unwrap();
+        let received = AuditEvent::Received {
+            source: "alertmanager".into(),
+            delivery: "d-1".into(),
+            title: "Error rate above 5%".into(),
+        };
+        let stored = Prepared {
+            events: vec![json(&received)],
+            decided: Some(Decided {
+                outcome: AcceptOutcome::Stored,
+                event: Some(json(&AuditEvent::Enqueued {
+                    delivery_key: "k1".into(),
+                    destination: "github".into(),
+                })),
+            }),
+            ..prepared(None)
+        };
+        let duplicate = Prepared {
+            decided: Some(Decided {
+                outcome: AcceptOutcome::DuplicateDelivery,
+                event: Some(json(&AuditEvent::DuplicateDelivery {
+                    source: "alertmanager".into(),
+                    delivery: "d-1".into(),
+                })),
+            }),
+            ..stored.clone()
+        };
+        // A run that acknowledged both and died before applying either.
+        let log_dir = journal::dir_for(&db);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let (mut log, _) = Journal::start(&log_dir, 1).unwrap();
+        let mut framed = Vec::new();
+        journal::frame(&mut framed, 1, &Entry::Accept(stored).encode());
+        journal::frame(&mut framed, 2, &Entry::Accept(duplicate).encode());
+        log.append(&framed, 2).unwrap();
+        drop(log);
+
+        let store = SqliteStore::open(&db).unwrap();
+        assert_eq!(store.counts().await.unwrap().pending, 1);
+        let kinds: Vec<&str> = store
+            .audit_log(AuditQuery::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.event.kind())
+            .collect();
+        assert_eq!(kinds, ["received", "enqueued", "duplicate_delivery"]);
+        drop(store);
+
+        // Applied means applied: a second start finds nothing left to do.
+        let store = SqliteStore::open(&db).unwrap();
+        assert_eq!(store.counts().await.unwrap().pending, 1);
+        assert_eq!(
+            store.audit_log(AuditQuery::default()).await.unwrap().len(),
+            3
+        );
     }
 }
