@@ -35,14 +35,6 @@ impl KeyFilter {
         self.len >= self.capacity
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Two independent halves of one 64-bit hash give every probe (Kirsch and Mitzenmacher).
     fn probes(&self, kind: u8, key: &str) -> impl Iterator<Item = usize> + use<> {
         let mut h = self.hasher.build_hasher();

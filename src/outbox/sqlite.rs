@@ -342,19 +342,28 @@ impl Entry {
     }
 }
 
-/// A record in the log: its sequence number, and (for accepts decided in this process) the
-/// outcome its sender was told, which the overlay is keyed on.
+/// A record in the log with its sequence number.
 #[derive(Debug)]
 struct Logged {
     seq: u64,
     entry: Entry,
-    outcome: Option<AcceptOutcome>,
+}
+
+impl Logged {
+    /// What the sender of an accept was told (the overlay is keyed on it).
+    fn outcome(&self) -> Option<AcceptOutcome> {
+        match &self.entry {
+            Entry::Accept(p) => p.decided.as_ref().map(|d| d.outcome),
+            Entry::Audit(_) => None,
+        }
+    }
 }
 
 /// A record on its way to the applier: where it is in the log, not its bytes, so a burst
 /// that outruns the applier waits on disk rather than in memory.
 struct Queued {
     seq: u64,
+    /// What its sender is told once it is synced.
     outcome: Option<AcceptOutcome>,
     file: Arc<std::fs::File>,
     offset: u64,
@@ -372,7 +381,6 @@ impl Queued {
         Ok(Logged {
             seq: self.seq,
             entry: Entry::decode(self.seq, &bytes)?,
-            outcome: self.outcome,
         })
     }
 }
@@ -467,7 +475,7 @@ impl Overlay {
     }
 
     fn remove(&mut self, logged: &Logged) {
-        let (Entry::Accept(p), Some(outcome)) = (&logged.entry, logged.outcome) else {
+        let (Entry::Accept(p), Some(outcome)) = (&logged.entry, logged.outcome()) else {
             return;
         };
         if outcome == AcceptOutcome::DuplicateDelivery {
@@ -804,7 +812,6 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
             Ok(Logged {
                 seq,
                 entry: Entry::decode(seq, &bytes)?,
-                outcome: None,
             })
         })
         .collect::<Result<Vec<_>, JournalError>>()?;
@@ -972,7 +979,7 @@ impl LogWriter {
             if last == 0 {
                 // Nothing to write (every job failed): answer right away.
                 for (reply, logged) in decided {
-                    reply.send(logged.map(|l| l.outcome));
+                    reply.send(logged.map(|l| l.outcome()));
                 }
                 continue;
             }
@@ -986,7 +993,7 @@ impl LogWriter {
                                 let (start, len) = spans.next().unwrap_or_default();
                                 Queued {
                                     seq: l.seq,
-                                    outcome: l.outcome,
+                                    outcome: l.outcome(),
                                     file: file.clone(),
                                     offset: base + start as u64,
                                     len,
@@ -1070,11 +1077,7 @@ impl LogWriter {
                     overlay.add(seq, p, outcome);
                     remember(&mut self.filter, p, outcome);
                 }
-                Logged {
-                    seq,
-                    entry,
-                    outcome,
-                }
+                Logged { seq, entry }
             });
             out.push((reply, logged));
         }
@@ -1870,14 +1873,16 @@ mod tests {
     #[test]
     fn the_overlay_forgets_only_the_record_that_was_applied() {
         let mut overlay = Overlay::default();
-        let p = prepared(None);
+        let p = prepared(Some(Decided {
+            outcome: AcceptOutcome::Stored,
+            event: None,
+        }));
         overlay.add(1, &p, AcceptOutcome::Stored);
         overlay.add(2, &p, AcceptOutcome::Stored);
         assert_eq!(overlay.per_ticket[&p.ticket_id], vec![1, 2]);
         overlay.remove(&Logged {
             seq: 1,
             entry: Entry::Accept(p.clone()),
-            outcome: Some(AcceptOutcome::Stored),
         });
         // The slot and key now belong to record 2, still waiting.
         assert_eq!(overlay.deliveries[&delivery_slot(&p)], 2);
@@ -1886,7 +1891,6 @@ mod tests {
         overlay.remove(&Logged {
             seq: 2,
             entry: Entry::Accept(p.clone()),
-            outcome: Some(AcceptOutcome::Stored),
         });
         assert!(overlay.deliveries.is_empty() && overlay.keys.is_empty());
         assert!(overlay.per_ticket.is_empty());
