@@ -12,6 +12,7 @@ pub mod config;
 pub mod deliver;
 pub mod ingest;
 pub mod matcher;
+pub mod memo;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;

@@ -6,6 +6,7 @@
 //! recorded only.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::{IngestError, parse_json, read_body};
 use crate::app::AppState;
 use crate::audit::AuditEvent;
+use crate::memo::Memo;
 use crate::outbox::AcceptOutcome;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
@@ -60,6 +62,9 @@ struct Ack {
 fn parse_issue_ref(raw: &str) -> Option<ReplyTarget> {
     ReplyTarget::parse("github", raw).ok()
 }
+
+/// Every alert of a rule carries the same generator URL: it is parsed once.
+static GENERATOR_EXPR: LazyLock<Memo<Option<String>>> = LazyLock::new(|| Memo::new(1024));
 
 /// The PromQL of the rule, from the `g0.expr` parameter of the generator URL.
 fn expr_from_generator(url: &str) -> Option<String> {
@@ -122,7 +127,10 @@ impl Alert {
             delivery,
             title,
             body,
-            query: self.generator_url.as_deref().and_then(expr_from_generator),
+            query: self
+                .generator_url
+                .as_deref()
+                .and_then(|url| GENERATOR_EXPR.get(url, expr_from_generator)),
             labels: self.labels,
             annotations: self.annotations,
             alertname,

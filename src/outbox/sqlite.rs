@@ -92,6 +92,37 @@ CREATE TABLE journal_applied (
 );
 INSERT INTO journal_applied (id, seq) VALUES (1, 0);
 "#,
+    // `CHECK (state IN (...))` built a temporary B-tree for its list on every insert and
+    // state change (a third of the applier's work per webhook); a chain of `=` does not.
+    r#"
+CREATE TABLE outbox_new (
+    id INTEGER PRIMARY KEY,
+    delivery_key TEXT NOT NULL UNIQUE,
+    ticket_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    target TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead'),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    claims INTEGER NOT NULL DEFAULT 0,
+    uncertain INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO outbox_new (id, delivery_key, ticket_id, destination, target, body, state,
+                        attempts, next_attempt_at, lease_until, last_error, created_at,
+                        updated_at, claims, uncertain)
+SELECT id, delivery_key, ticket_id, destination, target, body, state, attempts,
+       next_attempt_at, lease_until, last_error, created_at, updated_at, claims, uncertain
+FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_new RENAME TO outbox;
+CREATE INDEX outbox_ticket ON outbox (ticket_id);
+CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
+"#,
 ];
 
 const PAGE_SIZE: i64 = 4096;
@@ -790,9 +821,10 @@ impl SqliteStore {
 }
 
 fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
-    let seq: i64 = conn.query_row("SELECT seq FROM journal_applied WHERE id = 1", [], |r| {
-        r.get(0)
-    })?;
+    // Asked once per group the writer decides and per batch applied: keep it prepared.
+    let seq: i64 = conn
+        .prepare_cached("SELECT seq FROM journal_applied WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
     Ok(seq.max(0) as u64)
 }
 
@@ -1266,10 +1298,8 @@ fn apply_all(conn: &mut Connection, batch: &[Logged], isolate: bool) -> Result<u
         }
         last = last.max(record.seq);
     }
-    tx.execute(
-        "UPDATE journal_applied SET seq = ?1 WHERE id = 1",
-        [last as i64],
-    )?;
+    tx.prepare_cached("UPDATE journal_applied SET seq = ?1 WHERE id = 1")?
+        .execute([last as i64])?;
     tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
     tx.commit()?;
     Ok(last)
@@ -1894,6 +1924,53 @@ mod tests {
         });
         assert!(overlay.deliveries.is_empty() && overlay.keys.is_empty());
         assert!(overlay.per_ticket.is_empty());
+    }
+
+    #[test]
+    fn the_outbox_rebuild_keeps_rows_and_its_state_check() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .unwrap();
+        for (i, sql) in MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as i64 + 1],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
+                                 next_attempt_at, created_at, updated_at, claims)
+             VALUES ('k1', 't1', 'github', '{}', 'body', 'dead', 7, 7, 7, 2)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let row: (String, String, i64) = conn
+            .query_row("SELECT delivery_key, state, claims FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("k1".to_string(), "dead".to_string(), 2));
+        assert!(
+            conn.execute("UPDATE outbox SET state = 'lost'", [])
+                .is_err()
+        );
+        // The point of the rebuild: an insert no longer opens a temporary B-tree.
+        let ops: Vec<String> = conn
+            .prepare(
+                "EXPLAIN INSERT INTO outbox (delivery_key, ticket_id, destination, target, body,
+                                             state, next_attempt_at, created_at, updated_at)
+                 VALUES ('k2', 't2', 'github', '{}', 'b', 'pending', 1, 1, 1)",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(ops.iter().any(|op| op == "Insert"), "{ops:?}");
+        assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{ops:?}");
     }
 
     #[tokio::test]
