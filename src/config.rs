@@ -362,10 +362,11 @@ impl TryFrom<RawSettings> for Config {
                 "needs 0 < backoff_base_ms <= backoff_cap_ms",
             ));
         }
-        if raw.outbox.lease_secs.max(1) * 1000 < raw.outbox.request_timeout_ms + 1000 {
+        // An uncertain item makes two requests under one lease: the marker check, the post.
+        if raw.outbox.lease_secs.max(1) * 1000 < 2 * raw.outbox.request_timeout_ms + 1000 {
             return Err(ConfigError::invalid(
                 "outbox.lease_secs",
-                "must exceed outbox.request_timeout_ms by at least a second: a send must end before its lease does",
+                "must exceed twice outbox.request_timeout_ms by at least a second: the marker check and the post must both end before the lease does",
             ));
         }
         if raw.outbox.max_attempts == 0 {

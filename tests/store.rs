@@ -194,6 +194,8 @@ async fn settling_records_state_and_audit() {
         s.accept(accepted("github:acme/ops#3", "d3", "k3"))
             .await
             .unwrap();
+        // Reads wait for what was acknowledged before them; a claim that finds work does not.
+        assert_eq!(s.counts().await.unwrap().pending, 3, "{}", b.name);
         let items = s
             .claim_due("github", now_ms() + 10, 10, LEASE)
             .await
@@ -433,9 +435,9 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
 }
 
 /// A worker whose lease ran out must not overwrite the new owner's claim, and an item given
-/// back unsent is due at once and not treated as possibly posted.
+/// back unsent is due at once, possibly posted only if an earlier owner's claim was unsettled.
 #[tokio::test]
-async fn only_the_lease_holder_settles_and_released_items_are_certain() {
+async fn only_the_lease_holder_settles_and_released_items_keep_their_uncertainty() {
     for b in backends().await {
         let s = &b.store;
         s.accept(accepted("github:acme/ops#1", "d1", "k1"))
@@ -476,13 +478,43 @@ async fn only_the_lease_holder_settles_and_released_items_are_certain() {
             "{}: a stale release leaves the new lease alone",
             b.name
         );
+        // `new` was claimed after `old`'s lease ran out unsettled: `old` may have posted.
+        assert!(new.uncertain, "{}: an unsettled claim before", b.name);
         s.release(&new).await.unwrap();
         let again = s
             .claim_due("github", now + 31_000, 10, LEASE)
             .await
             .unwrap();
         assert_eq!(again.len(), 1, "{}: released items are due at once", b.name);
-        assert!(!again[0].uncertain, "{}: nothing was sent", b.name);
+        assert!(
+            again[0].uncertain,
+            "{}: giving it back does not forget that an earlier owner may have posted",
+            b.name
+        );
+
+        // An item claimed certain and given back unsent stays certain.
+        s.accept(accepted("github:acme/ops#2", "d2", "k2"))
+            .await
+            .unwrap();
+        assert_eq!(s.counts().await.unwrap().pending, 2, "{}", b.name);
+        let fresh: Vec<_> = s
+            .claim_due("github", now + 62_000, 10, LEASE)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.delivery_key == "k2")
+            .collect();
+        assert!(!fresh[0].uncertain, "{}: first claim", b.name);
+        s.release(&fresh[0]).await.unwrap();
+        let back: Vec<_> = s
+            .claim_due("github", now + 62_000, 10, LEASE)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.delivery_key == "k2")
+            .collect();
+        assert_eq!(back.len(), 1, "{}: released", b.name);
+        assert!(!back[0].uncertain, "{}: nothing was sent", b.name);
     }
 }
 

@@ -276,18 +276,6 @@ async fn run_destination(
             let metrics = metrics.clone();
             batch.spawn(async move {
                 let _permit = destination.pacer().acquire().await;
-                // The send must finish (or time out) inside the lease; if the wait for a
-                // token ate it, give the item back unsent rather than race its next owner.
-                let must_end =
-                    now_ms() + (config.request_timeout + LEASE_MARGIN).as_millis() as i64;
-                if must_end > item.lease_until_ms {
-                    tracing::warn!(id = item.id, "lease too short for a send: item released");
-                    metrics.delivery(destination.name(), "released");
-                    if let Err(error) = store.release(&item).await {
-                        tracing::error!(%error, "cannot release item");
-                    }
-                    return;
-                }
                 // Replicas share a destination's Retry-After through the store: one that was
                 // told to wait makes every other one wait too.
                 if store.shared() {
@@ -306,6 +294,21 @@ async fn run_destination(
                         Ok(_) => {}
                         Err(error) => tracing::warn!(%error, "cannot read the shared pause"),
                     }
+                }
+                // The send must finish (or time out) inside the lease; if the waits before it
+                // ate the lease, give the item back unsent rather than race its next owner.
+                // Checked last, right before the requests: an uncertain item makes two (the
+                // marker check, then the post), each bounded by the request timeout.
+                let requests = if item.uncertain { 2 } else { 1 };
+                let must_end = now_ms()
+                    + (config.request_timeout * requests + LEASE_MARGIN).as_millis() as i64;
+                if must_end > item.lease_until_ms {
+                    tracing::warn!(id = item.id, "lease too short for a send: item released");
+                    metrics.delivery(destination.name(), "released");
+                    if let Err(error) = store.release(&item).await {
+                        tracing::error!(%error, "cannot release item");
+                    }
+                    return;
                 }
                 deliver_one(
                     store.as_ref(),

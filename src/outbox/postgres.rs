@@ -570,9 +570,12 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE outbox SET lease_until = 0, claims = attempts
+                // Given back unsent by this owner, but an earlier owner's unsettled claim
+                // may have posted: an item claimed uncertain stays uncertain.
+                "UPDATE outbox SET lease_until = 0, claims = attempts,
+                                   uncertain = (uncertain OR $3)
                  WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
-                &[&item.id, &item.lease_until_ms],
+                &[&item.id, &item.lease_until_ms, &item.uncertain],
             )
             .await?;
         Ok(())

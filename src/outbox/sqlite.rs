@@ -1546,12 +1546,15 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, item: &OutboxItem) -> Result<(), StoreError> {
-        let (id, lease) = (item.id, item.lease_until_ms);
+        let (id, lease, uncertain) = (item.id, item.lease_until_ms, item.uncertain);
         self.with_conn(move |conn| {
             conn.execute(
-                "UPDATE outbox SET lease_until = 0, claims = attempts
+                // Given back unsent by this owner, but an earlier owner's unsettled claim
+                // may have posted: an item claimed uncertain stays uncertain.
+                "UPDATE outbox SET lease_until = 0, claims = attempts,
+                                   uncertain = (uncertain OR ?3)
                  WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
-                params![id, lease],
+                params![id, lease, uncertain],
             )?;
             Ok(())
         })

@@ -32,7 +32,7 @@ poll_interval_ms = 50
 backoff_base_ms = 50
 backoff_cap_ms = 500
 max_attempts = 100
-lease_secs = 2
+lease_secs = 3
 request_timeout_ms = 1000
 [sources.github]
 secret = "{secret}"
