@@ -389,17 +389,22 @@ impl<'a> FieldReader<'a> {
 mod tests {
     use super::*;
 
+    fn framed(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (seq, payload) in records {
+            frame(&mut buf, *seq, payload);
+        }
+        buf
+    }
+
     #[test]
     fn records_survive_a_restart_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::start(dir.path(), 1).unwrap();
-        let mut buf = Vec::new();
-        frame(&mut buf, 1, b"first");
-        frame(&mut buf, 2, b"second");
+        let buf = framed(&[(1, b"first"), (2, b"second")]);
         journal.append(&buf, 2).unwrap();
         // A crash in the middle of the next write leaves half a frame in the zeroed space.
-        let mut torn = Vec::new();
-        frame(&mut torn, 3, b"third, never acknowledged");
+        let torn = framed(&[(3, b"third, never acknowledged")]);
         use std::os::unix::fs::FileExt;
         std::fs::OpenOptions::new()
             .write(true)
@@ -418,16 +423,14 @@ mod tests {
     fn records_go_into_space_zeroed_ahead_and_zeros_read_as_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::start(dir.path(), 1).unwrap();
-        let mut buf = Vec::new();
-        frame(&mut buf, 1, b"first");
+        let buf = framed(&[(1, b"first")]);
         journal.append(&buf, 1).unwrap();
         let size = std::fs::metadata(&journal.path).unwrap().len();
         assert_eq!(size, buf.len() as u64 + ZERO_AHEAD);
         // The next records fit in the zeroed space: the file does not grow.
-        let mut more = Vec::new();
-        frame(&mut more, 2, b"second");
-        frame(&mut more, 3, b"third");
-        journal.append(&more, 3).unwrap();
+        journal
+            .append(&framed(&[(2, b"second"), (3, b"third")]), 3)
+            .unwrap();
         assert_eq!(std::fs::metadata(&journal.path).unwrap().len(), size);
         let seqs: Vec<u64> = read_all(dir.path())
             .unwrap()
@@ -441,11 +444,9 @@ mod tests {
     fn a_written_record_is_read_back_at_its_offset() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::start(dir.path(), 1).unwrap();
-        let mut first = Vec::new();
-        frame(&mut first, 1, b"first");
+        let first = framed(&[(1, b"first")]);
         journal.write(&first, 1).unwrap();
-        let mut second = Vec::new();
-        frame(&mut second, 2, b"second");
+        let second = framed(&[(2, b"second")]);
         let (file, offset) = journal.write(&second, 2).unwrap();
         assert_eq!(offset, first.len() as u64);
         assert_eq!(read_at(&file, offset, second.len()).unwrap(), b"second");
@@ -457,8 +458,7 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_ends_the_segment_there() {
-        let mut buf = Vec::new();
-        frame(&mut buf, 7, b"payload");
+        let mut buf = framed(&[(7, b"payload")]);
         assert!(frame_at(&buf).is_some());
         let last = buf.len() - 1;
         buf[last] ^= 1;
@@ -472,9 +472,7 @@ mod tests {
         journal.segment_bytes = 200;
         let big = vec![b'x'; 100];
         for seq in 1..=4 {
-            let mut buf = Vec::new();
-            frame(&mut buf, seq, &big);
-            journal.append(&buf, seq).unwrap();
+            journal.append(&framed(&[(seq, &big)]), seq).unwrap();
         }
         assert_eq!(segments(dir.path()).unwrap().len(), 3);
         retired.delete_through(3);
