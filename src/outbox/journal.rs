@@ -172,6 +172,21 @@ pub fn frame(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
+/// Appends a frame whose payload `write` puts straight into `buf`: a record is encoded once,
+/// in place, instead of into a buffer of its own that is then copied.
+pub fn frame_with(buf: &mut Vec<u8>, seq: u64, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    write(buf);
+    let len = buf.len() - start - HEADER;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(&buf[start + HEADER..]);
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&hasher.finalize().to_le_bytes());
+    buf[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
+}
+
 /// Closed segments and the last sequence number each holds, shared between the appender
 /// (which closes them) and the applier (which deletes them once applied).
 #[derive(Debug, Clone, Default)]
@@ -395,6 +410,20 @@ mod tests {
             frame(&mut buf, *seq, payload);
         }
         buf
+    }
+
+    #[test]
+    fn a_frame_written_in_place_is_the_same_frame() {
+        let payload = b"the record's fields";
+        let mut copied = vec![7];
+        frame(&mut copied, 42, payload);
+        let mut in_place = vec![7];
+        frame_with(&mut in_place, 42, |buf| buf.extend_from_slice(payload));
+        assert_eq!(copied, in_place);
+        assert_eq!(
+            frame_at(&in_place[1..]).map(|(seq, p, _)| (seq, p)),
+            Some((42, &payload[..]))
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::keys::KeyFilter;
@@ -127,8 +127,8 @@ CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
 
 const PAGE_SIZE: i64 = 4096;
 
-/// How many accepts one append to the ingest log takes at most.
-const GROUP_MAX: usize = 512;
+/// How many records may wait for the log's flusher; past it senders wait for room.
+const PENDING_MAX: usize = 4096;
 /// How many logged records one apply transaction takes at most.
 const APPLY_MAX: usize = 4096;
 /// Logged records waiting to be applied, at most; past it the log's writer waits for the
@@ -136,8 +136,12 @@ const APPLY_MAX: usize = 4096;
 const APPLY_QUEUE: usize = 65_536;
 /// The applier thread's nice value (0 is normal, 19 the lowest).
 const APPLY_NICE: libc::c_int = 19;
-/// How long the applier gathers records before a commit, unless a reader is waiting.
-const APPLY_WAIT: Duration = Duration::from_millis(200);
+/// The applier starts once no record has arrived for this long (unless a reader waits)...
+const APPLY_QUIET: Duration = Duration::from_millis(50);
+/// ...or once this many records wait (their keys are held in memory by the overlay)...
+const DEFER_MAX: usize = 65_536;
+/// ...or once the oldest of them has waited this long.
+const DEFER_AGE: Duration = Duration::from_secs(5);
 
 /// An accept with its JSON already serialized: that work happens on the request's own
 /// thread, so the single log writer only decides and appends.
@@ -258,8 +262,14 @@ const ACCEPT_TAG: u64 = 1;
 const AUDIT_TAG: u64 = 2;
 
 impl Entry {
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
         let mut f = Fields::default();
+        self.encode_into(&mut f);
+        f.0
+    }
+
+    fn encode_into(&self, f: &mut Fields) {
         match self {
             Entry::Accept(p) => {
                 f.u64(ACCEPT_TAG)
@@ -297,7 +307,6 @@ impl Entry {
                     .str(&a.detail);
             }
         }
-        f.0
     }
 
     fn decode(seq: u64, bytes: &[u8]) -> Result<Entry, JournalError> {
@@ -394,8 +403,6 @@ impl Logged {
 /// that outruns the applier waits on disk rather than in memory.
 struct Queued {
     seq: u64,
-    /// What its sender is told once it is synced.
-    outcome: Option<AcceptOutcome>,
     file: Arc<std::fs::File>,
     offset: u64,
     len: usize,
@@ -434,11 +441,6 @@ impl Reply {
             }
         }
     }
-}
-
-struct Job {
-    entry: Entry,
-    reply: Reply,
 }
 
 /// What the dedup and cap decisions need to know about what is already stored.
@@ -505,6 +507,15 @@ impl Overlay {
         }
     }
 
+    fn forget_from(&mut self, first: u64) {
+        self.deliveries.retain(|_, seq| *seq < first);
+        self.keys.retain(|_, seq| *seq < first);
+        self.per_ticket.retain(|_, seqs| {
+            seqs.retain(|seq| *seq < first);
+            !seqs.is_empty()
+        });
+    }
+
     fn remove(&mut self, logged: &Logged) {
         let (Entry::Accept(p), Some(outcome)) = (&logged.entry, logged.outcome()) else {
             return;
@@ -531,12 +542,47 @@ impl Overlay {
     }
 }
 
-/// The tables as of a read snapshot that includes every record through `applied`, plus the
-/// overlay's records after it: exactly what the applier will see when it reaches a new one.
+/// A read transaction on the tables, begun on first use: an accept whose keys the filter
+/// has never seen needs no read at all.
+struct Snapshot<'a> {
+    conn: &'a Connection,
+    /// The log's high-water mark as of the snapshot, once begun.
+    applied: std::cell::Cell<Option<u64>>,
+}
+
+impl<'a> Snapshot<'a> {
+    fn new(conn: &'a Connection) -> Self {
+        Snapshot {
+            conn,
+            applied: std::cell::Cell::new(None),
+        }
+    }
+
+    fn begin(&self) -> Result<(Tables<'a>, u64), StoreError> {
+        if let Some(applied) = self.applied.get() {
+            return Ok((Tables(self.conn), applied));
+        }
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let applied = applied_seq(self.conn)?;
+        self.applied.set(Some(applied));
+        Ok((Tables(self.conn), applied))
+    }
+
+    fn end(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(error) = self.conn.execute_batch("COMMIT")
+        {
+            tracing::warn!(%error, "cannot end a read snapshot");
+        }
+    }
+}
+
+/// The tables as of a snapshot plus the overlay's records after it: exactly what the
+/// applier will see when it reaches a new one. The caller holds the overlay's lock, so the
+/// applier cannot take a record out of the overlay between the two reads.
 struct Pending<'a> {
-    tables: Tables<'a>,
+    tables: Snapshot<'a>,
     overlay: &'a Overlay,
-    applied: u64,
     /// Every key of the tables and the overlay: a key it has never seen needs no lookup.
     filter: &'a KeyFilter,
 }
@@ -544,30 +590,41 @@ struct Pending<'a> {
 impl Seen for Pending<'_> {
     fn delivery(&self, source: &str, delivery_id: &str) -> Result<bool, StoreError> {
         let slot = format!("{source}\u{0}{delivery_id}");
-        Ok(self.overlay.deliveries.contains_key(&slot)
-            || (self.filter.may_contain(SLOT_KEY, &slot)
-                && self.tables.delivery(source, delivery_id)?))
+        if self.overlay.deliveries.contains_key(&slot) {
+            return Ok(true);
+        }
+        if !self.filter.may_contain(SLOT_KEY, &slot) {
+            return Ok(false);
+        }
+        self.tables.begin()?.0.delivery(source, delivery_id)
     }
 
     fn key(&self, delivery_key: &str) -> Result<bool, StoreError> {
-        Ok(self.overlay.keys.contains_key(delivery_key)
-            || (self.filter.may_contain(DELIVERY_KEY, delivery_key)
-                && self.tables.key(delivery_key)?))
+        if self.overlay.keys.contains_key(delivery_key) {
+            return Ok(true);
+        }
+        if !self.filter.may_contain(DELIVERY_KEY, delivery_key) {
+            return Ok(false);
+        }
+        self.tables.begin()?.0.key(delivery_key)
     }
 
     fn enrichments(&self, ticket_id: &str) -> Result<i64, StoreError> {
-        // An entry at or below `applied` is already counted by the snapshot.
+        // Without a read of the tables every overlay entry counts; with one, an entry at or
+        // below the snapshot's mark is already counted there. A ticket the filter has never
+        // seen has no entry in either.
+        let (stored, applied) = if self.filter.may_contain(TICKET_KEY, ticket_id) {
+            let (tables, applied) = self.tables.begin()?;
+            (tables.enrichments(ticket_id)?, applied)
+        } else {
+            (0, 0)
+        };
         let logged = self
             .overlay
             .per_ticket
             .get(ticket_id)
-            .map(|seqs| seqs.iter().filter(|s| **s > self.applied).count())
+            .map(|seqs| seqs.iter().filter(|s| **s > applied).count())
             .unwrap_or(0);
-        let stored = if self.filter.may_contain(TICKET_KEY, ticket_id) {
-            self.tables.enrichments(ticket_id)?
-        } else {
-            0
-        };
         Ok(logged as i64 + stored)
     }
 }
@@ -678,7 +735,7 @@ struct Inner {
 
 #[derive(Debug)]
 struct Ingest {
-    jobs: Option<mpsc::Sender<Job>>,
+    log: Arc<SharedLog>,
     /// The highest sequence number acknowledged to a sender.
     logged: Arc<AtomicU64>,
     /// The highest sequence number applied to the tables.
@@ -689,18 +746,16 @@ struct Ingest {
     _lock: journal::Lock,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("entry", &self.entry).finish()
-    }
-}
-
 impl Drop for Inner {
     /// The last handle applies what is logged before the log's lock is let go, so the next
     /// owner (in this process or another) starts from tables that are up to date.
     fn drop(&mut self) {
         if let Some(ingest) = &mut self.ingest {
-            ingest.jobs.take();
+            {
+                let mut state = ingest.log.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.closed = true;
+            }
+            ingest.log.flush.notify_all();
             for thread in ingest.threads.drain(..) {
                 let _ = thread.join();
             }
@@ -805,18 +860,52 @@ impl SqliteStore {
             .is_some_and(|i| *i.applied.borrow() < i.logged.load(Ordering::SeqCst))
     }
 
+    /// Decides and frames the entry on this thread, then leaves it to the flusher, which
+    /// answers `reply` once it is on disk.
     async fn submit(&self, entry: Entry, reply: Reply) -> Result<(), StoreError> {
-        let jobs = self
+        let log = &self
             .inner
             .ingest
             .as_ref()
-            .and_then(|i| i.jobs.as_ref())
-            .ok_or_else(|| StoreError::Join("store is closing".into()))?;
-        // The channel is bounded: under a burst, senders wait here for room (backpressure
-        // towards the HTTP layer).
-        jobs.send(Job { entry, reply })
-            .await
-            .map_err(|_| StoreError::Join("ingest log writer stopped".into()))
+            .ok_or_else(|| StoreError::Join("store is closing".into()))?
+            .log;
+        let mut job = Some((entry, reply));
+        let mut first = true;
+        loop {
+            // Registered before the check (except on the first try, which nearly always
+            // finds room), so room made in between is not missed.
+            let room = log.room.notified();
+            tokio::pin!(room);
+            if !first {
+                room.as_mut().enable();
+            }
+            {
+                let mut state = log.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.closed {
+                    return Err(StoreError::Join("store is closing".into()));
+                }
+                // A full group means the disk is behind: senders wait here for room
+                // (backpressure towards the HTTP layer, not unbounded memory).
+                if state.pending.waiting.len() < PENDING_MAX {
+                    if let Some((entry, reply)) = job.take()
+                        && let Err((reply, error)) = state.append(entry, reply)
+                    {
+                        reply.send(Err(error));
+                        return Ok(());
+                    }
+                    let wake = state.flusher_waiting;
+                    drop(state);
+                    if wake {
+                        log.flush.notify_one();
+                    }
+                    return Ok(());
+                }
+            }
+            if !first {
+                room.await;
+            }
+            first = false;
+        }
     }
 }
 
@@ -869,7 +958,6 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
     let logged = Arc::new(AtomicU64::new(next_seq - 1));
     let (applied_tx, applied_rx) = watch::channel(next_seq - 1);
     let hurry = Arc::new(AtomicBool::new(false));
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(GROUP_MAX * 4);
     let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel::<Queued>(APPLY_QUEUE);
     let reader = open_connection(path)?;
     let checkpoint_conn = open_connection(path)?;
@@ -878,30 +966,31 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
         source,
     };
     let mut threads = Vec::new();
-    let (synced_tx, synced_rx) = std::sync::mpsc::channel::<Written>();
     let filter = build_filter(&reader, &Overlay::default())?;
-    let writer = LogWriter {
-        filter,
-        reader,
+    let shared = Arc::new(SharedLog {
+        state: Mutex::new(LogState {
+            reader,
+            filter,
+            overlay: overlay.clone(),
+            next_seq,
+            pending: Group::default(),
+            flusher_waiting: false,
+            closed: false,
+        }),
+        flush: std::sync::Condvar::new(),
+        room: tokio::sync::Notify::new(),
+    });
+    let flusher = Flusher {
+        shared: shared.clone(),
+        spare: Vec::new(),
         log,
-        overlay: overlay.clone(),
-        synced: synced_tx,
-        next_seq,
-    };
-    let syncer = LogSyncer {
         logged: logged.clone(),
         apply: apply_tx,
     };
     threads.push(
         std::thread::Builder::new()
             .name("runlink-ingest-log".into())
-            .spawn(move || writer.run(jobs_rx))
-            .map_err(spawn_err)?,
-    );
-    threads.push(
-        std::thread::Builder::new()
-            .name("runlink-ingest-sync".into())
-            .spawn(move || syncer.run(synced_rx))
+            .spawn(move || flusher.run())
             .map_err(spawn_err)?,
     );
     threads.push(
@@ -913,7 +1002,7 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
             })
             .map_err(spawn_err)?,
     );
-    let alive = jobs_tx.downgrade();
+    let alive = Arc::downgrade(&shared);
     let applied_now = applied_rx.clone();
     std::thread::Builder::new()
         .name("runlink-store-checkpoint".into())
@@ -932,7 +1021,7 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
         })
         .map_err(spawn_err)?;
     Ok(Ingest {
-        jobs: Some(jobs_tx),
+        log: shared,
         logged,
         applied: applied_rx,
         hurry,
@@ -966,210 +1055,231 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The thread that decides and appends: it takes every request that is waiting, decides
-/// each against the tables and the overlay, and writes them all to the log in one write.
-/// The `LogSyncer` answers them once an fsync covers them; meanwhile the next group is
-/// already being decided and written.
-struct LogWriter {
+/// What the log's appenders share: every accept is decided and framed on the request's own
+/// thread under this lock (no hand-off to a writer thread), and waits in `pending` for the
+/// flusher, which writes and fsyncs everything that piled up while it flushed the last group.
+struct LogState {
     reader: Connection,
     filter: KeyFilter,
-    log: Journal,
     overlay: Arc<Mutex<Overlay>>,
-    synced: std::sync::mpsc::Sender<Written>,
     next_seq: u64,
+    pending: Group,
+    /// The flusher sleeps on the condition variable: appenders wake it only then.
+    flusher_waiting: bool,
+    closed: bool,
 }
 
-/// A group that is written and not yet known to be on disk.
-struct Written {
-    file: Arc<std::fs::File>,
+/// Framed records waiting for the flusher, and whom to answer once they are on disk.
+#[derive(Default)]
+struct Group {
+    framed: Vec<u8>,
+    waiting: Vec<Waiting>,
     last: u64,
-    decided: Vec<(Reply, Result<Queued, StoreError>)>,
 }
 
-impl LogWriter {
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < GROUP_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
-            let decided = self.decide_group(group);
-            let mut framed = Vec::new();
-            let mut spans = Vec::with_capacity(decided.len());
-            let mut last = 0;
-            for (_, logged) in &decided {
-                if let Ok(logged) = logged {
-                    let start = framed.len();
-                    journal::frame(&mut framed, logged.seq, &logged.entry.encode());
-                    spans.push((start, framed.len() - start));
-                    last = logged.seq;
-                }
-            }
-            if last == 0 {
-                // Nothing to write (every job failed): answer right away.
-                for (reply, logged) in decided {
-                    reply.send(logged.map(|l| l.outcome()));
-                }
-                continue;
-            }
-            match self.log.write(&framed, last) {
-                Ok((file, base)) => {
-                    let mut spans = spans.into_iter();
-                    let decided = decided
-                        .into_iter()
-                        .map(|(reply, logged)| {
-                            let queued = logged.map(|l| {
-                                let (start, len) = spans.next().unwrap_or_default();
-                                Queued {
-                                    seq: l.seq,
-                                    outcome: l.outcome(),
-                                    file: file.clone(),
-                                    offset: base + start as u64,
-                                    len,
-                                }
-                            });
-                            (reply, queued)
-                        })
-                        .collect();
-                    if self
-                        .synced
-                        .send(Written {
-                            file,
-                            last,
-                            decided,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    let message = error.to_string();
-                    let mut overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
-                    for (reply, logged) in decided {
-                        if let Ok(logged) = &logged {
-                            overlay.remove(logged);
-                        }
-                        reply.send(Err(StoreError::Join(format!(
-                            "ingest log write failed: {message}"
-                        ))));
-                    }
-                }
-            }
-        }
-    }
+struct Waiting {
+    reply: Reply,
+    seq: u64,
+    outcome: Option<AcceptOutcome>,
+    start: usize,
+    len: usize,
+}
 
-    fn decide_group(&mut self, group: Vec<Job>) -> Vec<(Reply, Result<Logged, StoreError>)> {
-        let snapshot = match self.reader.transaction() {
-            Ok(tx) => tx,
-            Err(error) => {
-                let message = error.to_string();
-                return group
-                    .into_iter()
-                    .map(|job| (job.reply, Err(StoreError::Join(message.clone()))))
-                    .collect();
+/// The log's lock, the flusher's wake-up, and room for appenders held back by a full group.
+struct SharedLog {
+    state: Mutex<LogState>,
+    flush: std::sync::Condvar,
+    room: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for SharedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLog").finish_non_exhaustive()
+    }
+}
+
+impl LogState {
+    /// Decides one entry and frames it into the pending group; `Err` when it cannot be
+    /// decided (answered right away, nothing logged).
+    fn append(&mut self, mut entry: Entry, reply: Reply) -> Result<(), (Reply, StoreError)> {
+        let outcome = match &mut entry {
+            Entry::Accept(p) => {
+                let overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+                let seen = Pending {
+                    tables: Snapshot::new(&self.reader),
+                    overlay: &overlay,
+                    filter: &self.filter,
+                };
+                let decided = decide(&seen, p);
+                seen.tables.end();
+                match decided.and_then(|(outcome, event)| {
+                    p.decided = Some(Decided {
+                        outcome,
+                        event: event.as_ref().map(serde_json::to_string).transpose()?,
+                    });
+                    Ok(outcome)
+                }) {
+                    Ok(outcome) => Some(outcome),
+                    Err(error) => return Err((reply, error)),
+                }
             }
+            Entry::Audit(_) => None,
         };
-        let applied = applied_seq(&snapshot);
-        let mut overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
-        if self.filter.is_full() {
-            match build_filter(&snapshot, &overlay) {
-                Ok(filter) => self.filter = filter,
-                Err(error) => tracing::warn!(%error, "cannot rebuild the key filter"),
-            }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let (Entry::Accept(p), Some(outcome)) = (&entry, outcome) {
+            self.overlay
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(seq, p, outcome);
+            remember(&mut self.filter, p, outcome);
         }
-        let mut out = Vec::with_capacity(group.len());
-        for Job { mut entry, reply } in group {
-            let outcome = match (&mut entry, &applied) {
-                (_, Err(error)) => Err(StoreError::Join(error.to_string())),
-                (Entry::Accept(p), Ok(applied)) => {
-                    let seen = Pending {
-                        tables: Tables(&snapshot),
-                        overlay: &overlay,
-                        applied: *applied,
-                        filter: &self.filter,
-                    };
-                    decide(&seen, p).and_then(|(outcome, event)| {
-                        p.decided = Some(Decided {
-                            outcome,
-                            event: event.as_ref().map(serde_json::to_string).transpose()?,
-                        });
-                        Ok(Some(outcome))
-                    })
-                }
-                (Entry::Audit(_), Ok(_)) => Ok(None),
-            };
-            let logged = outcome.map(|outcome| {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                if let (Entry::Accept(p), Some(outcome)) = (&entry, outcome) {
-                    overlay.add(seq, p, outcome);
-                    remember(&mut self.filter, p, outcome);
-                }
-                Logged { seq, entry }
-            });
-            out.push((reply, logged));
+        let start = self.pending.framed.len();
+        // Encoded straight into the group's buffer, which is reused from group to group.
+        journal::frame_with(&mut self.pending.framed, seq, |buf| {
+            let mut fields = Fields(std::mem::take(buf));
+            entry.encode_into(&mut fields);
+            *buf = fields.0;
+        });
+        self.pending.waiting.push(Waiting {
+            reply,
+            seq,
+            outcome,
+            start,
+            len: self.pending.framed.len() - start,
+        });
+        self.pending.last = seq;
+        Ok(())
+    }
+
+    /// A bigger filter once this one has taken all the keys it was sized for (rare: it is
+    /// sized for twice the keys stored, at least a million). Appenders wait meanwhile.
+    fn rebuild_filter(&mut self) {
+        let rebuilt = (|| {
+            let snapshot = self.reader.unchecked_transaction()?;
+            let overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+            build_filter(&snapshot, &overlay)
+        })();
+        match rebuilt {
+            Ok(filter) => self.filter = filter,
+            Err(error) => tracing::warn!(%error, "cannot rebuild the key filter"),
         }
-        out
+    }
+
+    /// Takes back what a failed write and everything decided after it (every record from
+    /// `first` on) put in the overlay: those senders are refused, and later decisions must
+    /// not count on them.
+    fn forget_from(&mut self, first: u64) {
+        self.overlay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_from(first);
     }
 }
 
-/// Makes written groups durable, many at a time: one fsync covers every group written while
-/// the previous one ran. Then it answers their senders and hands the records to the applier.
-struct LogSyncer {
+/// Writes and fsyncs what the appenders framed, a group at a time, answers its senders and
+/// hands the records to the applier. While it flushes, the next group gathers.
+struct Flusher {
+    shared: Arc<SharedLog>,
+    /// The last group's buffer, emptied, for the next group (no regrowing it each time).
+    spare: Vec<u8>,
+    log: Journal,
     logged: Arc<AtomicU64>,
     apply: std::sync::mpsc::SyncSender<Queued>,
 }
 
-impl LogSyncer {
-    fn run(self, written: std::sync::mpsc::Receiver<Written>) {
-        while let Ok(first) = written.recv() {
-            let mut groups = vec![first];
-            while let Ok(more) = written.try_recv() {
-                groups.push(more);
-            }
-            let mut synced: Vec<&Arc<std::fs::File>> = Vec::new();
-            for group in &groups {
-                if synced.iter().any(|f| Arc::ptr_eq(f, &group.file)) {
-                    continue;
+impl Flusher {
+    fn run(mut self) {
+        loop {
+            let group = {
+                let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                while state.pending.waiting.is_empty() && !state.closed {
+                    state.flusher_waiting = true;
+                    state = self
+                        .shared
+                        .flush
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
+                    state.flusher_waiting = false;
                 }
-                if let Err(error) = group.file.sync_data() {
-                    // After a failed fsync the kernel may have dropped the dirty pages: what
-                    // is on disk is unknown, and retrying could report success for data that
-                    // is gone. Stopping is the only honest answer; the senders see no reply
-                    // and retry, and the log is read back at the next start.
-                    tracing::error!(%error, "ingest log fsync failed; stopping");
-                    std::process::abort();
+                if state.pending.waiting.is_empty() {
+                    return;
                 }
-                synced.push(&group.file);
-            }
-            let last = groups.iter().map(|g| g.last).max().unwrap_or(0);
-            self.logged.fetch_max(last, Ordering::SeqCst);
-            for group in groups {
-                for (reply, logged) in group.decided {
-                    match logged {
-                        Ok(logged) => {
-                            reply.send(Ok(logged.outcome));
-                            if self.apply.send(logged).is_err() {
-                                tracing::error!(
-                                    "store applier stopped; the ingest log keeps what it missed"
-                                );
-                                return;
-                            }
-                        }
-                        Err(error) => reply.send(Err(error)),
-                    }
+                if state.filter.is_full() {
+                    state.rebuild_filter();
                 }
+                let next = Group {
+                    framed: std::mem::take(&mut self.spare),
+                    ..Group::default()
+                };
+                std::mem::replace(&mut state.pending, next)
+            };
+            self.shared.room.notify_waiters();
+            if !self.flush(group) {
+                return;
             }
         }
+    }
+
+    /// False once the applier is gone (the store is closing).
+    fn flush(&mut self, group: Group) -> bool {
+        let (file, base) = match self.log.write(&group.framed, group.last) {
+            Ok(written) => written,
+            Err(error) => {
+                let message = error.to_string();
+                let later = {
+                    let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let later = std::mem::take(&mut state.pending);
+                    if let Some(first) = group.waiting.first() {
+                        state.forget_from(first.seq);
+                    }
+                    later
+                };
+                self.shared.room.notify_waiters();
+                for w in group.waiting.into_iter().chain(later.waiting) {
+                    w.reply.send(Err(StoreError::Join(format!(
+                        "ingest log write failed: {message}"
+                    ))));
+                }
+                return true;
+            }
+        };
+        if let Err(error) = file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages: what is on
+            // disk is unknown, and retrying could report success for data that is gone.
+            // Stopping is the only honest answer; the senders see no reply and retry, and
+            // the log is read back at the next start.
+            tracing::error!(%error, "ingest log fsync failed; stopping");
+            std::process::abort();
+        }
+        self.logged.fetch_max(group.last, Ordering::SeqCst);
+        self.spare = group.framed;
+        self.spare.clear();
+        for w in group.waiting {
+            w.reply.send(Ok(w.outcome));
+            let queued = Queued {
+                seq: w.seq,
+                file: file.clone(),
+                offset: base + w.start as u64,
+                len: w.len,
+            };
+            if self.apply.send(queued).is_err() {
+                tracing::error!("store applier stopped; the ingest log keeps what it missed");
+                return false;
+            }
+        }
+        true
     }
 }
 
 /// Applies logged records in large transactions (a burst costs a few commits, not one per
 /// request), then lets the overlay, the read barrier and the log's segments go.
+///
+/// While webhooks keep arriving the applier only gathers: a failback burst is absorbed by
+/// the log alone, and its records are applied once the flood pauses for `APPLY_QUIET`, once
+/// `DEFER_MAX` records or `DEFER_AGE` have piled up, or as soon as a reader waits on the
+/// tables (the delivery worker, the outbox tools, the audit log). Applying competes with
+/// acknowledging for the same cores; after the burst it competes with nothing.
 fn apply_loop(
     mut conn: Connection,
     records: std::sync::mpsc::Receiver<Queued>,
@@ -1180,18 +1290,27 @@ fn apply_loop(
     use std::sync::mpsc::RecvTimeoutError;
     lower_priority();
     while let Ok(first) = records.recv() {
-        let mut batch = vec![first];
-        // Waiting a moment for more makes each commit carry more records: the pages a commit
-        // rewrites are shared by all of them. A reader waiting on the tables cuts it short.
-        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        let mut gathered = vec![first];
+        let started = std::time::Instant::now();
+        let mut last_arrival = started;
         let mut closed = false;
-        while batch.len() < APPLY_MAX && !hurry.load(Ordering::Acquire) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match records.recv_timeout(left.min(Duration::from_millis(2))) {
-                Ok(record) => batch.push(record),
+        while gathered.len() < DEFER_MAX
+            && !hurry.load(Ordering::Acquire)
+            && started.elapsed() < DEFER_AGE
+            && last_arrival.elapsed() < APPLY_QUIET
+        {
+            // Short waits: a reader's hurry is noticed within a couple of milliseconds.
+            match records.recv_timeout(Duration::from_millis(2)) {
+                Ok(record) => {
+                    gathered.push(record);
+                    while gathered.len() < DEFER_MAX {
+                        match records.try_recv() {
+                            Ok(record) => gathered.push(record),
+                            Err(_) => break,
+                        }
+                    }
+                    last_arrival = std::time::Instant::now();
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     closed = true;
@@ -1199,31 +1318,31 @@ fn apply_loop(
                 }
             }
         }
-        while batch.len() < APPLY_MAX {
-            match records.try_recv() {
-                Ok(record) => batch.push(record),
-                Err(_) => break,
-            }
-        }
         hurry.store(false, Ordering::Release);
-        let batch = load_batch(batch);
-        let last = loop {
-            match apply_batch(&mut conn, &batch) {
-                Ok(last) => break last,
-                Err(error) => {
-                    // Everything in the batch is in the log: nothing is lost by waiting.
-                    tracing::error!(%error, "cannot apply the ingest log to the store; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
+        // Read back and applied a transaction at a time: the gathered records stay in the
+        // log, not in memory.
+        let mut gathered = gathered.into_iter().peekable();
+        while gathered.peek().is_some() {
+            let chunk: Vec<Queued> = gathered.by_ref().take(APPLY_MAX).collect();
+            let batch = load_batch(chunk);
+            let last = loop {
+                match apply_batch(&mut conn, &batch) {
+                    Ok(last) => break last,
+                    Err(error) => {
+                        // Everything in the batch is in the log: nothing is lost by waiting.
+                        tracing::error!(%error, "cannot apply the ingest log to the store; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            };
+            {
+                let mut overlay = overlay.lock().unwrap_or_else(|p| p.into_inner());
+                for record in &batch {
+                    overlay.remove(record);
                 }
             }
-        };
-        {
-            let mut overlay = overlay.lock().unwrap_or_else(|p| p.into_inner());
-            for record in &batch {
-                overlay.remove(record);
-            }
+            applied.send_replace(last);
         }
-        applied.send_replace(last);
         if closed {
             break;
         }
@@ -1927,6 +2046,61 @@ mod tests {
         });
         assert!(overlay.deliveries.is_empty() && overlay.keys.is_empty());
         assert!(overlay.per_ticket.is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_takes_its_records_and_later_ones_out_of_the_overlay() {
+        let mut overlay = Overlay::default();
+        let p = |n: u32| Prepared {
+            delivery_id: format!("d-{n}"),
+            delivery: Some(PreparedDelivery {
+                key: format!("k{n}"),
+                destination: "github".into(),
+                target_json: "{}".into(),
+                body: "b".into(),
+            }),
+            ..prepared(None)
+        };
+        for seq in 1..=4 {
+            overlay.add(seq, &p(seq as u32), AcceptOutcome::Stored);
+        }
+        // Records 3 and 4 were decided, then the write of record 3's group failed.
+        overlay.forget_from(3);
+        assert_eq!(overlay.deliveries.len(), 2);
+        assert!(overlay.keys.contains_key("k2") && !overlay.keys.contains_key("k3"));
+        assert_eq!(overlay.per_ticket[&p(1).ticket_id], vec![1, 2]);
+        overlay.forget_from(1);
+        assert!(overlay.deliveries.is_empty() && overlay.keys.is_empty());
+        assert!(overlay.per_ticket.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_applier_catches_up_on_its_own_once_the_log_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        for n in 0..3 {
+            let event = AuditEvent::Received {
+                source: "alertmanager".into(),
+                delivery: format!("d-{n}"),
+                title: "Error rate above 5%".into(),
+            };
+            store.record(None, event).await.unwrap();
+        }
+        // Acknowledged records wait for the applier, which starts once arrivals stop; no
+        // read hurries it here.
+        assert!(
+            store.backlog() > 0,
+            "the applier waits for the log to go quiet"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.backlog() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never applied");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            store.audit_log(AuditQuery::default()).await.unwrap().len(),
+            3
+        );
     }
 
     #[test]
