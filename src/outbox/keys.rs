@@ -1,8 +1,8 @@
 //! A Bloom filter over the keys the store holds (delivery ids, delivery keys, ticket ids), so
-//! the ingest log's writer can tell "certainly new" without a lookup: during a burst almost
-//! every key is new, and a B-tree lookup per key is most of the writer's work. "Maybe
-//! present" still goes to the tables, so the filter only ever saves work, never changes an
-//! answer.
+//! an accept deciding under the ingest log's lock can tell "certainly new" without a lookup:
+//! during a burst almost every key is new, and a B-tree lookup per key is most of that
+//! decision's work. "Maybe present" still goes to the tables, so the filter only ever saves
+//! work, never changes an answer.
 
 use std::hash::{BuildHasher, Hasher};
 

@@ -131,8 +131,9 @@ const PAGE_SIZE: i64 = 4096;
 const PENDING_MAX: usize = 4096;
 /// How many logged records one apply transaction takes at most.
 const APPLY_MAX: usize = 4096;
-/// Logged records waiting to be applied, at most; past it the log's writer waits for the
-/// applier, and so do the requests behind it (backpressure, not unbounded memory).
+/// Logged records queued for the applier while it is applying, at most; past it the log's
+/// flusher waits for it, and so do the requests behind it (backpressure, not unbounded
+/// memory). While it gathers, it takes them off the queue as they come.
 const APPLY_QUEUE: usize = 65_536;
 /// The applier thread's nice value (0 is normal, 19 the lowest).
 const APPLY_NICE: libc::c_int = 19;
@@ -143,8 +144,8 @@ const DEFER_MAX: usize = 65_536;
 /// ...or once the oldest of them has waited this long.
 const DEFER_AGE: Duration = Duration::from_secs(5);
 
-/// An accept with its JSON already serialized: that work happens on the request's own
-/// thread, so the single log writer only decides and appends.
+/// An accept with its JSON already serialized, on the request's own thread and outside the
+/// log's lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Prepared {
     at_ms: i64,
@@ -157,7 +158,7 @@ struct Prepared {
     events: Vec<String>,
     delivery: Option<PreparedDelivery>,
     max_per_ticket: u32,
-    /// The log's writer decides before it appends, so applying a record (or replaying it
+    /// Decided before it is appended to the log, so applying a record (or replaying it
     /// after a crash) repeats no lookups and cannot come to another answer.
     decided: Option<Decided>,
 }
@@ -478,8 +479,8 @@ impl Seen for Tables<'_> {
     }
 }
 
-/// Accepts that are logged but not yet applied to the tables. The log's writer adds to it as
-/// it decides, the applier removes what it has committed.
+/// Accepts that are logged but not yet applied to the tables. Appenders add to it as they
+/// decide, the applier removes what it has committed.
 #[derive(Debug, Default)]
 struct Overlay {
     deliveries: HashMap<String, u64>,
@@ -682,7 +683,7 @@ fn build_filter(conn: &Connection, overlay: &Overlay) -> Result<KeyFilter, Store
 }
 
 /// The dedup and cap decisions for one accept, and the audit event that records them. The
-/// log's writer and the applier both decide through here, so they cannot disagree.
+/// log's appenders and the applier both decide through here, so they cannot disagree.
 fn decide(
     seen: &impl Seen,
     p: &Prepared,
@@ -917,7 +918,7 @@ fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
     Ok(seq.max(0) as u64)
 }
 
-/// Applies what a previous run logged and did not apply, then starts the log's writer, the
+/// Applies what a previous run logged and did not apply, then starts the log's flusher, the
 /// applier and the checkpointer.
 fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, StoreError> {
     let mut apply_conn = open_connection(path)?;
