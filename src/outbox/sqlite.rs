@@ -1295,11 +1295,12 @@ fn apply_loop(
         let started = std::time::Instant::now();
         let mut last_arrival = started;
         let mut closed = false;
-        while gathered.len() < DEFER_MAX
-            && !hurry.load(Ordering::Acquire)
-            && started.elapsed() < DEFER_AGE
-            && last_arrival.elapsed() < APPLY_QUIET
-        {
+        while keep_gathering(
+            gathered.len(),
+            started.elapsed(),
+            last_arrival.elapsed(),
+            hurry.load(Ordering::Acquire),
+        ) {
             // Short waits: a reader's hurry is noticed within a couple of milliseconds.
             match records.recv_timeout(Duration::from_millis(2)) {
                 Ok(record) => {
@@ -1348,6 +1349,11 @@ fn apply_loop(
             break;
         }
     }
+}
+
+/// Whether the applier goes on gathering instead of applying what it holds.
+fn keep_gathering(held: usize, oldest: Duration, quiet: Duration, reader_waits: bool) -> bool {
+    held < DEFER_MAX && !reader_waits && oldest < DEFER_AGE && quiet < APPLY_QUIET
 }
 
 /// Acknowledging webhooks comes first: during a burst the applier takes what CPU is left and
@@ -2075,6 +2081,18 @@ mod tests {
         assert!(overlay.per_ticket.is_empty());
     }
 
+    #[test]
+    fn the_applier_gathers_while_a_burst_lasts_and_applies_when_it_pauses() {
+        let ms = Duration::from_millis;
+        // Records still arriving: gather.
+        assert!(keep_gathering(1_000, ms(800), ms(1), false));
+        // Quiet for long enough, too many held, held too long, or a reader waiting: apply.
+        assert!(!keep_gathering(1_000, ms(800), APPLY_QUIET, false));
+        assert!(!keep_gathering(DEFER_MAX, ms(800), ms(1), false));
+        assert!(!keep_gathering(1_000, DEFER_AGE, ms(1), false));
+        assert!(!keep_gathering(1, ms(0), ms(0), true));
+    }
+
     #[tokio::test]
     async fn the_applier_catches_up_on_its_own_once_the_log_is_quiet() {
         let dir = tempfile::tempdir().unwrap();
@@ -2089,10 +2107,6 @@ mod tests {
         }
         // Acknowledged records wait for the applier, which starts once arrivals stop; no
         // read hurries it here.
-        assert!(
-            store.backlog() > 0,
-            "the applier waits for the log to go quiet"
-        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while store.backlog() > 0 {
             assert!(std::time::Instant::now() < deadline, "never applied");
