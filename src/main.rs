@@ -7,6 +7,35 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// A webhook's path allocates several buffers over a kilobyte (the body, the ticket's JSON,
+/// the rendered comment), past glibc's per-thread caches: its allocator was a fifth of the
+/// instructions per webhook, mimalloc's is a fraction of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc.h's `mi_option_e`
+/// (the bindings name neither).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc's defaults commit whole arenas up front and keep freed pages for a second: a
+/// storm's peak RSS doubled (55 to 113 MiB). Committing on demand and purging at once keep it
+/// near glibc's. The first arena is made before `main` runs, so this runs earlier still: as a
+/// constructor placed ahead of the default ones (mimalloc's own among them).
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array.00099")]
+static TUNE_ALLOCATOR: extern "C" fn() = {
+    extern "C" fn tune_allocator() {
+        // SAFETY: sets two of mimalloc's process-wide options; nothing runs beside it yet.
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        }
+    }
+    tune_allocator
+};
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     runlink::telemetry::init();
