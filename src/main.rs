@@ -8,14 +8,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// A webhook's path allocates several buffers over a kilobyte (the body, the ticket's JSON,
-/// the rendered comment), past glibc's per-thread caches: its allocator was a fifth of the
-/// instructions per webhook, mimalloc's is a fraction of that.
+/// the rendered comment), past glibc's per-thread caches: its allocator took 60,000 of the
+/// 325,000 instructions per webhook (callgrind), mimalloc takes 21,000 of 284,000.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc.h's `mi_option_e`
 /// (the bindings name neither).
+#[cfg(target_os = "linux")]
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+#[cfg(target_os = "linux")]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// mimalloc's defaults commit whole arenas up front and keep freed pages for a second: a
