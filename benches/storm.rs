@@ -592,10 +592,10 @@ async fn ingest(args: &[String]) {
             (round + 1) * 10_000_000_000,
         )
         .await;
+        let cpu_acknowledging = cpu_secs(server.id()) - cpu_before;
         // Acknowledged means durable in the ingest log; the tables catch up behind it, and
         // the next round starts only once they have, so the work runlink deferred does not
         // run on the no-op handler's time.
-        let cpu_acknowledging = cpu_secs(server.id()) - cpu_before;
         let flood_end = Instant::now();
         while gauge(&client, &base, "runlink_ingest_backlog")
             .await

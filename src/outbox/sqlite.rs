@@ -871,43 +871,45 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Join("store is closing".into()))?
             .log;
         let mut job = Some((entry, reply));
-        let mut first = true;
+        // Nearly always there is room at once. Otherwise the sender registers for the
+        // flusher's signal before it looks again, so room made in between is not missed.
+        if let Some(done) = try_append(log, &mut job) {
+            return done;
+        }
         loop {
-            // Registered before the check (except on the first try, which nearly always
-            // finds room), so room made in between is not missed.
             let room = log.room.notified();
             tokio::pin!(room);
-            if !first {
-                room.as_mut().enable();
+            room.as_mut().enable();
+            if let Some(done) = try_append(log, &mut job) {
+                return done;
             }
-            {
-                let mut state = log.state.lock().unwrap_or_else(|p| p.into_inner());
-                if state.closed {
-                    return Err(StoreError::Join("store is closing".into()));
-                }
-                // A full group means the disk is behind: senders wait here for room
-                // (backpressure towards the HTTP layer, not unbounded memory).
-                if state.pending.waiting.len() < PENDING_MAX {
-                    if let Some((entry, reply)) = job.take()
-                        && let Err((reply, error)) = state.append(entry, reply)
-                    {
-                        reply.send(Err(error));
-                        return Ok(());
-                    }
-                    let wake = state.flusher_waiting;
-                    drop(state);
-                    if wake {
-                        log.flush.notify_one();
-                    }
-                    return Ok(());
-                }
-            }
-            if !first {
-                room.await;
-            }
-            first = false;
+            room.await;
         }
     }
+}
+
+/// Appends the job unless the pending group is full (`None`: the disk is behind, and the
+/// sender waits for room: backpressure towards the HTTP layer, not unbounded memory).
+fn try_append(log: &SharedLog, job: &mut Option<(Entry, Reply)>) -> Option<Result<(), StoreError>> {
+    let mut state = log.state.lock().unwrap_or_else(|p| p.into_inner());
+    if state.closed {
+        return Some(Err(StoreError::Join("store is closing".into())));
+    }
+    if state.pending.waiting.len() >= PENDING_MAX {
+        return None;
+    }
+    if let Some((entry, reply)) = job.take()
+        && let Err((reply, error)) = state.append(entry, reply)
+    {
+        reply.send(Err(error));
+        return Some(Ok(()));
+    }
+    let wake = state.flusher_waiting;
+    drop(state);
+    if wake {
+        log.flush.notify_one();
+    }
+    Some(Ok(()))
 }
 
 fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
@@ -1103,9 +1105,10 @@ impl LogState {
     /// Decides one entry and frames it into the pending group; `Err` when it cannot be
     /// decided (answered right away, nothing logged).
     fn append(&mut self, mut entry: Entry, reply: Reply) -> Result<(), (Reply, StoreError)> {
+        let seq = self.next_seq;
         let outcome = match &mut entry {
             Entry::Accept(p) => {
-                let overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+                let mut overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
                 let seen = Pending {
                     tables: Snapshot::new(&self.reader),
                     overlay: &overlay,
@@ -1120,21 +1123,17 @@ impl LogState {
                     });
                     Ok(outcome)
                 }) {
-                    Ok(outcome) => Some(outcome),
+                    Ok(outcome) => {
+                        overlay.add(seq, p, outcome);
+                        remember(&mut self.filter, p, outcome);
+                        Some(outcome)
+                    }
                     Err(error) => return Err((reply, error)),
                 }
             }
             Entry::Audit(_) => None,
         };
-        let seq = self.next_seq;
         self.next_seq += 1;
-        if let (Entry::Accept(p), Some(outcome)) = (&entry, outcome) {
-            self.overlay
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .add(seq, p, outcome);
-            remember(&mut self.filter, p, outcome);
-        }
         let start = self.pending.framed.len();
         // Encoded straight into the group's buffer, which is reused from group to group.
         journal::frame_with(&mut self.pending.framed, seq, |buf| {
