@@ -517,6 +517,20 @@ async fn throughput(
     (done as f64 / started.elapsed().as_secs_f64(), done)
 }
 
+/// The ingest log's totals from `/metrics`: writes, records, fsync seconds (zeros when
+/// the server does not report them).
+async fn log_totals(client: &reqwest::Client, base: &str) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (value, name) in out.iter_mut().zip([
+        "runlink_ingest_log_writes_total",
+        "runlink_ingest_log_records_total",
+        "runlink_ingest_log_fsync_seconds_total",
+    ]) {
+        *value = gauge(client, base, name).await.unwrap_or(0.0);
+    }
+    out
+}
+
 /// A gauge's value from runlink's `/metrics`.
 async fn gauge(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
     let text = client
@@ -574,6 +588,8 @@ async fn ingest(args: &[String]) {
     // runlink's own CPU time per webhook: steadier than a rate on a machine whose speed
     // drifts, and what a change to the ingest path moves.
     let (mut cpu_ack, mut cpu_all, mut webhooks) = (0.0, 0.0, 0u64);
+    // The ingest log's writes, records and fsync seconds during the floods.
+    let mut log = [0.0; 3];
     for round in 0..rounds {
         let (baseline, _) = throughput(
             &client,
@@ -584,6 +600,7 @@ async fn ingest(args: &[String]) {
         )
         .await;
         let cpu_before = cpu_secs(server.id());
+        let log_before = log_totals(&client, &base).await;
         let (durable, acknowledged) = throughput(
             &client,
             &format!("{base}/webhooks/alertmanager"),
@@ -593,6 +610,10 @@ async fn ingest(args: &[String]) {
         )
         .await;
         let cpu_acknowledging = cpu_secs(server.id()) - cpu_before;
+        let log_after = log_totals(&client, &base).await;
+        for (total, (after, before)) in log.iter_mut().zip(log_after.iter().zip(log_before)) {
+            *total += after - before;
+        }
         // Acknowledged means durable in the ingest log; the tables catch up behind it, and
         // the next round starts only once they have, so the work runlink deferred does not
         // run on the no-op handler's time.
@@ -638,6 +659,13 @@ async fn ingest(args: &[String]) {
         "runlink CPU per webhook        {:.0} µs while acknowledging, {:.0} µs with applying",
         per(cpu_ack),
         per(cpu_all)
+    );
+
+    let [writes, records, fsync] = log;
+    println!(
+        "ingest log while acknowledging {:.1} records per write, fsync mean {:.3} ms ({writes:.0} writes)",
+        records / writes.max(1.0),
+        fsync * 1e3 / writes.max(1.0)
     );
 
     // Ack latency at a steady 1,000 requests per second (open loop).

@@ -30,6 +30,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .metrics
         .ingest_backlog
         .set(state.pipeline.store.backlog() as i64);
+    if let Some(stats) = state.pipeline.store.log_stats() {
+        state.metrics.set_log_stats(stats);
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())

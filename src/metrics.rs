@@ -2,7 +2,7 @@
 //! drift between the places that record them. Exposed at `GET /metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::outbox::LogStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceOutcome {
@@ -62,6 +64,10 @@ pub struct Metrics {
     pub delivery_seconds: Family<Destination, Histogram, fn() -> Histogram>,
     /// Runbook reloads by outcome (ok, refused).
     pub reloads: Family<Outcome, Counter>,
+    /// The ingest log's totals, copied from the store at each scrape (`set_log_stats`).
+    log_writes: Counter,
+    log_records: Counter,
+    log_fsync_seconds: Counter<f64, AtomicU64>,
     /// Pending items, kept in memory for the backpressure check on every webhook.
     pending: Arc<AtomicI64>,
 }
@@ -86,6 +92,9 @@ impl Metrics {
             ingest_seconds: Family::new_with_constructor(latency_histogram),
             delivery_seconds: Family::new_with_constructor(latency_histogram),
             reloads: Family::default(),
+            log_writes: Counter::default(),
+            log_records: Counter::default(),
+            log_fsync_seconds: Counter::default(),
             pending: Arc::new(AtomicI64::new(0)),
             registry: Registry::default(),
         };
@@ -139,7 +148,35 @@ impl Metrics {
             "Time of one delivery attempt",
             m.delivery_seconds.clone(),
         );
+        registry.register(
+            "ingest_log_writes",
+            "Writes to the ingest log, each made durable by one fsync",
+            m.log_writes.clone(),
+        );
+        registry.register(
+            "ingest_log_records",
+            "Records written to the ingest log (per write: how well group commit gathers)",
+            m.log_records.clone(),
+        );
+        registry.register(
+            "ingest_log_fsync_seconds",
+            "Time spent in the ingest log's fsyncs",
+            m.log_fsync_seconds.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Totals kept by the store: stored as they are, they stay monotonic as counters must.
+    pub fn set_log_stats(&self, stats: LogStats) {
+        self.log_writes
+            .inner()
+            .store(stats.writes, Ordering::Relaxed);
+        self.log_records
+            .inner()
+            .store(stats.records, Ordering::Relaxed);
+        self.log_fsync_seconds
+            .inner()
+            .store(stats.fsync_seconds.to_bits(), Ordering::Relaxed);
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {

@@ -49,6 +49,22 @@ async fn sender_retries_of_a_burst_produce_no_second_comment() {
         .collect()
         .await;
     assert!(first.iter().all(|s| *s == 202), "{first:?}");
+    // Every acknowledged webhook went through the ingest log, in groups.
+    let metrics = app.metrics().await;
+    let total = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    let writes = total("runlink_ingest_log_writes_total");
+    let records = total("runlink_ingest_log_records_total");
+    assert!(records >= 60.0, "{metrics}");
+    assert!(writes >= 1.0 && writes <= records, "{metrics}");
+    assert!(
+        total("runlink_ingest_log_fsync_seconds_total") > 0.0,
+        "{metrics}"
+    );
     // The sender retries every delivery (same id), then redelivers with new ids.
     let again: Vec<u16> = futures::stream::iter(0..60u64)
         .map(|n| send(format!("d-{n}"), n))

@@ -158,6 +158,17 @@ pub struct OutboxCounts {
     pub dead: u64,
 }
 
+/// Totals of an ingest log since the start: records per write is how well group commit
+/// gathers, fsync time per write is how the disk is doing (the first thing to look at when
+/// acknowledgements slow down during a burst).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LogStats {
+    /// Writes, each followed by one fsync.
+    pub writes: u64,
+    pub records: u64,
+    pub fsync_seconds: f64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub ticket: Option<String>,
@@ -242,6 +253,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// applies them as it acknowledges them).
     fn backlog(&self) -> u64 {
         0
+    }
+
+    /// What the store's ingest log has written so far (`None` for a store without one).
+    fn log_stats(&self) -> Option<LogStats> {
+        None
     }
 
     /// Pending deliveries only: what load shedding needs, cheaper than `counts`.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -21,8 +21,8 @@ use tokio::sync::{oneshot, watch};
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::keys::KeyFilter;
 use super::{
-    AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
-    Settle, Store, StoreError, StoredTicket, now_ms,
+    AcceptOutcome, Accepted, AuditQuery, ItemState, LogStats, OutboxCounts, OutboxItem, OutboxRow,
+    Requeue, Settle, Store, StoreError, StoredTicket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -799,8 +799,8 @@ impl SqliteStore {
         let dir = journal::dir_for(path);
         let mut lock = journal::Lock::try_acquire(&dir)?;
         // A handle of this process that is still applying its last records lets go soon.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while closing && lock.is_none() && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while closing && lock.is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
             lock = journal::Lock::try_acquire(&dir)?;
         }
@@ -982,6 +982,9 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
         }),
         flush: std::sync::Condvar::new(),
         room: tokio::sync::Notify::new(),
+        writes: AtomicU64::new(0),
+        records: AtomicU64::new(0),
+        fsync_nanos: AtomicU64::new(0),
     });
     let flusher = Flusher {
         shared: shared.clone(),
@@ -1093,6 +1096,10 @@ struct SharedLog {
     state: Mutex<LogState>,
     flush: std::sync::Condvar,
     room: tokio::sync::Notify,
+    /// What the flusher has written, for `/metrics` (see `LogStats`).
+    writes: AtomicU64,
+    records: AtomicU64,
+    fsync_nanos: AtomicU64,
 }
 
 impl std::fmt::Debug for SharedLog {
@@ -1244,6 +1251,7 @@ impl Flusher {
                 return true;
             }
         };
+        let fsync_started = Instant::now();
         if let Err(error) = file.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages: what is on
             // disk is unknown, and retrying could report success for data that is gone.
@@ -1252,6 +1260,15 @@ impl Flusher {
             tracing::error!(%error, "ingest log fsync failed; stopping");
             std::process::abort();
         }
+        let stats = &self.shared;
+        stats.fsync_nanos.fetch_add(
+            u64::try_from(fsync_started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        stats.writes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(group.waiting.len() as u64, Ordering::Relaxed);
         self.logged.fetch_max(group.last, Ordering::SeqCst);
         self.spare = group.framed;
         self.spare.clear();
@@ -1291,7 +1308,7 @@ fn apply_loop(
     lower_priority();
     while let Ok(first) = records.recv() {
         let mut gathered = vec![first];
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut last_arrival = started;
         let mut closed = false;
         while keep_gathering(
@@ -1310,7 +1327,7 @@ fn apply_loop(
                             Err(_) => break,
                         }
                     }
-                    last_arrival = std::time::Instant::now();
+                    last_arrival = Instant::now();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -1780,6 +1797,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn log_stats(&self) -> Option<LogStats> {
+        self.inner.ingest.as_ref().map(|i| LogStats {
+            writes: i.log.writes.load(Ordering::Relaxed),
+            records: i.log.records.load(Ordering::Relaxed),
+            fsync_seconds: Duration::from_nanos(i.log.fsync_nanos.load(Ordering::Relaxed))
+                .as_secs_f64(),
+        })
+    }
+
     fn backlog(&self) -> u64 {
         self.inner.ingest.as_ref().map_or(0, |i| {
             i.logged
@@ -2106,9 +2132,9 @@ mod tests {
         }
         // Acknowledged records wait for the applier, which starts once arrivals stop; no
         // read hurries it here.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while store.backlog() > 0 {
-            assert!(std::time::Instant::now() < deadline, "never applied");
+            assert!(Instant::now() < deadline, "never applied");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(
