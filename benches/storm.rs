@@ -517,30 +517,35 @@ async fn throughput(
     (done as f64 / started.elapsed().as_secs_f64(), done)
 }
 
-/// The ingest log's totals from `/metrics`: writes, records, fsync seconds (zeros when
-/// the server does not report them).
+/// The ingest log's totals from one read of `/metrics`: writes, records, fsync seconds
+/// (zeros when the server does not report them).
 async fn log_totals(client: &reqwest::Client, base: &str) -> [f64; 3] {
-    let mut out = [0.0; 3];
-    for (value, name) in out.iter_mut().zip([
+    let text = metrics_text(client, base).await.unwrap_or_default();
+    [
         "runlink_ingest_log_writes_total",
         "runlink_ingest_log_records_total",
         "runlink_ingest_log_fsync_seconds_total",
-    ]) {
-        *value = gauge(client, base, name).await.unwrap_or(0.0);
-    }
-    out
+    ]
+    .map(|name| metric_value(&text, name).unwrap_or(0.0))
 }
 
 /// A gauge's value from runlink's `/metrics`.
 async fn gauge(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
-    let text = client
+    metric_value(&metrics_text(client, base).await?, name)
+}
+
+async fn metrics_text(client: &reqwest::Client, base: &str) -> Option<String> {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
