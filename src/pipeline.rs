@@ -70,7 +70,7 @@ impl MatcherHandle {
 #[derive(Debug)]
 pub struct Coalescer {
     window: Duration,
-    entries: Mutex<HashMap<String, (Instant, Decision)>>,
+    entries: Mutex<HashMap<String, (Instant, Arc<Decision>)>>,
 }
 
 /// Bound on remembered decisions; past it the oldest window is simply forgotten.
@@ -84,7 +84,7 @@ impl Coalescer {
         }
     }
 
-    fn get(&self, key: &str) -> Option<Decision> {
+    fn get(&self, key: &str) -> Option<Arc<Decision>> {
         if self.window.is_zero() {
             return None;
         }
@@ -95,7 +95,7 @@ impl Coalescer {
             .map(|(_, d)| d.clone())
     }
 
-    fn put(&self, key: String, decision: &Decision) {
+    fn put(&self, key: String, decision: &Arc<Decision>) {
         if self.window.is_zero() {
             return;
         }
@@ -123,7 +123,9 @@ pub fn delivery_key(ticket: &Ticket, signature: &AlarmSignature) -> String {
 }
 
 impl Pipeline {
-    pub async fn decide(&self, signature: AlarmSignature) -> Result<Decision, PipelineError> {
+    /// Shared, not copied: every ticket of a coalesced alarm holds the same decision, which
+    /// also lets the renderer reuse the comment it rendered for it.
+    pub async fn decide(&self, signature: AlarmSignature) -> Result<Arc<Decision>, PipelineError> {
         let matcher = self.matcher.current();
         let key = format!("{}|{}", matcher.index().version(), signature.match_key());
         if let Some(decision) = self.coalescer.get(&key) {
@@ -134,6 +136,7 @@ impl Pipeline {
         let decision = tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
             .await
             .map_err(|e| PipelineError::Join(e.to_string()))??;
+        let decision = Arc::new(decision);
         self.coalescer.put(key, &decision);
         Ok(decision)
     }
@@ -173,7 +176,7 @@ impl Pipeline {
         }
         let delivery = match &resolution.target {
             Some(target) if self.destinations.contains_key(&target.destination()) => {
-                let body = self.renderer.render(
+                let body = self.renderer.render_shared(
                     &self.destinations[&target.destination()],
                     &ticket,
                     &signature,

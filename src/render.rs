@@ -2,7 +2,10 @@
 //! template in `templates/`. Rendering happens before the comment enters the outbox, so every
 //! retry posts the same bytes and the audit log holds exactly what was posted.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use minijinja::Environment;
 use serde::Serialize;
@@ -58,7 +61,23 @@ pub fn is_runlink_text(text: &str) -> bool {
 pub struct Renderer {
     env: Environment<'static>,
     no_match_text: String,
+    /// Per template: whether a comment rendered for one ticket of a shared decision can be
+    /// reused for the next by swapping the delivery key. False for a template that reads
+    /// `ticket`, or whose output once failed the check in `render_shared`.
+    reusable: HashMap<String, AtomicBool>,
+    reused: Mutex<HashMap<ReuseKey, (Arc<Decision>, String)>>,
 }
+
+/// Template, the signature as shown, and the decision's address (kept alive by the entry,
+/// so the address cannot be taken by another decision while the entry exists).
+type ReuseKey = (String, String, usize);
+
+/// Bound on reusable comments; past it they are simply forgotten.
+const REUSE_MAX: usize = 1024;
+
+/// Stands for the delivery key in a comment kept for reuse: the same length as a real key,
+/// so a template that measures the marker sees the same thing.
+const KEY_STANDIN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 #[derive(Serialize)]
 struct MatchView<'a> {
@@ -131,10 +150,74 @@ impl Renderer {
                     source,
                 })?;
         }
+        let reusable = names
+            .iter()
+            .map(|name| {
+                let name = name.as_ref();
+                let reads_ticket = env
+                    .get_template(name)
+                    .is_ok_and(|t| t.undeclared_variables(false).contains("ticket"));
+                (name.to_string(), AtomicBool::new(!reads_ticket))
+            })
+            .collect();
         Ok(Renderer {
             env,
             no_match_text: no_match_text.to_string(),
+            reusable,
+            reused: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `render`, reusing the comment rendered for an earlier ticket of the same shared
+    /// decision: in a storm thousands of tickets get the same runbooks, and rendering was a
+    /// fifth of what acknowledging one cost. A decision nobody else holds (coalescing off)
+    /// is rendered as usual. A kept comment differs from a fresh one only in its delivery
+    /// key; that is checked against a real rendering when it is kept, and a template that
+    /// fails the check is rendered afresh from then on.
+    pub fn render_shared(
+        &self,
+        template: &str,
+        ticket: &Ticket,
+        signature: &AlarmSignature,
+        decision: &Arc<Decision>,
+        delivery_key: &str,
+    ) -> Result<String, RenderError> {
+        let reusable = self
+            .reusable
+            .get(template)
+            .is_some_and(|r| r.load(Ordering::Relaxed));
+        if !reusable || Arc::strong_count(decision) < 2 {
+            return self.render(template, ticket, signature, decision, delivery_key);
+        }
+        let key = (
+            template.to_string(),
+            signature.to_string(),
+            Arc::as_ptr(decision) as usize,
+        );
+        {
+            let reused = self.reused.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, kept)) = reused.get(&key) {
+                return Ok(kept.replace(KEY_STANDIN, delivery_key));
+            }
+        }
+        let fresh = self.render(template, ticket, signature, decision, delivery_key)?;
+        let kept = self.render(template, ticket, signature, decision, KEY_STANDIN)?;
+        if kept.replace(KEY_STANDIN, delivery_key) != fresh {
+            tracing::debug!(
+                template,
+                "comment depends on more than its marker; not reused"
+            );
+            if let Some(r) = self.reusable.get(template) {
+                r.store(false, Ordering::Relaxed);
+            }
+            return Ok(fresh);
+        }
+        let mut reused = self.reused.lock().unwrap_or_else(|p| p.into_inner());
+        if reused.len() >= REUSE_MAX {
+            reused.clear();
+        }
+        reused.insert(key, (decision.clone(), kept));
+        Ok(fresh)
     }
 
     pub fn render(
@@ -278,5 +361,87 @@ mod tests {
                 assert!(out.contains(&marker_token("k123")), "{name}: {out}");
             }
         }
+    }
+
+    /// A renderer over one custom template, in a directory of its own.
+    fn custom(source: &str) -> (tempfile::TempDir, Renderer) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("custom.j2"), source).unwrap();
+        let renderer = Renderer::load(dir.path(), "Nothing found.", &["custom.j2"]).unwrap();
+        (dir, renderer)
+    }
+
+    /// Renders both tickets with one shared decision (as the coalescer hands it out) and
+    /// checks each against a rendering of its own.
+    fn shared_and_fresh(renderer: &Renderer, template: &str, titles: [&str; 2]) -> Vec<String> {
+        let (_, matcher) = setup();
+        let first = ticket(titles[0]);
+        let sig = AlarmSignature::of(&first, &Normalizer::default());
+        let decision = Arc::new(matcher.decide(&sig, 3).unwrap());
+        let _coalescer_holds_it = decision.clone();
+        let mut outs = Vec::new();
+        for (i, title) in titles.iter().enumerate() {
+            let t = ticket(title);
+            let key = format!("{i:032x}");
+            let shared = renderer
+                .render_shared(template, &t, &sig, &decision, &key)
+                .unwrap();
+            let fresh = renderer
+                .render(template, &t, &sig, &decision, &key)
+                .unwrap();
+            assert_eq!(shared, fresh, "ticket {i}");
+            outs.push(shared);
+        }
+        outs
+    }
+
+    #[test]
+    fn a_shared_decision_renders_once_and_each_ticket_gets_its_own_marker() {
+        let (renderer, _) = setup();
+        let outs = shared_and_fresh(
+            &renderer,
+            "github.md.j2",
+            ["[FIRING:1] DiskFull", "[FIRING:1] DiskFull"],
+        );
+        assert!(
+            outs[0].contains(&marker(&format!("{:032x}", 0))),
+            "{}",
+            outs[0]
+        );
+        assert!(
+            outs[1].contains(&marker(&format!("{:032x}", 1))),
+            "{}",
+            outs[1]
+        );
+        assert_eq!(renderer.reused.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_template_that_reads_the_ticket_is_rendered_for_each() {
+        let (_dir, renderer) = custom("{{ ticket.title }} {{ marker }}");
+        let outs = shared_and_fresh(
+            &renderer,
+            "custom.j2",
+            ["[FIRING:1] DiskFull on a", "[FIRING:1] DiskFull on b"],
+        );
+        assert!(
+            outs[1].starts_with("[FIRING:1] DiskFull on b"),
+            "{}",
+            outs[1]
+        );
+        assert!(renderer.reused.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_template_that_changes_the_marker_fails_the_check_and_is_not_reused() {
+        let (_dir, renderer) = custom("{{ marker_text|upper }}");
+        let outs = shared_and_fresh(
+            &renderer,
+            "custom.j2",
+            ["[FIRING:1] DiskFull", "[FIRING:1] DiskFull"],
+        );
+        assert_eq!(outs[1], marker_token(&format!("{:032x}", 1)).to_uppercase());
+        assert!(renderer.reused.lock().unwrap().is_empty());
+        assert!(!renderer.reusable["custom.j2"].load(Ordering::Relaxed));
     }
 }
