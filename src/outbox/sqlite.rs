@@ -143,6 +143,9 @@ const APPLY_QUIET: Duration = Duration::from_millis(50);
 const DEFER_MAX: usize = 65_536;
 /// ...or once the oldest of them has waited this long.
 const DEFER_AGE: Duration = Duration::from_secs(5);
+/// An fsync this long is a disk stall senders notice (their p99 is a few milliseconds): worth
+/// a warning, since nothing else in the log says why acknowledgements paused.
+const SLOW_FSYNC: Duration = Duration::from_millis(250);
 
 /// An accept with its JSON already serialized, on the request's own thread and outside the
 /// log's lock.
@@ -1260,9 +1263,17 @@ impl Flusher {
             tracing::error!(%error, "ingest log fsync failed; stopping");
             std::process::abort();
         }
+        let took = fsync_started.elapsed();
+        if took >= SLOW_FSYNC {
+            tracing::warn!(
+                ms = took.as_millis() as u64,
+                records = group.waiting.len(),
+                "ingest log fsync was slow: these acknowledgements waited for the disk"
+            );
+        }
         let stats = &self.shared;
         stats.fsync_nanos.fetch_add(
-            u64::try_from(fsync_started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         stats.writes.fetch_add(1, Ordering::Relaxed);
