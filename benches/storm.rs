@@ -524,7 +524,7 @@ async fn log_totals(client: &reqwest::Client, base: &str) -> [f64; 3] {
     [
         "runlink_ingest_log_writes_total",
         "runlink_ingest_log_records_total",
-        "runlink_ingest_log_fsync_seconds_total",
+        "runlink_ingest_log_fsync_seconds_sum",
     ]
     .map(|name| metric_value(&text, name).unwrap_or(0.0))
 }
@@ -721,6 +721,21 @@ async fn ingest(args: &[String]) {
         pct(0.99),
         pct(1.0),
         l.len()
+    );
+    // The disk's stalls, which a mean fsync hides and a p99 above shows.
+    let text = metrics_text(&client, &base).await.unwrap_or_default();
+    let fsyncs = |le: &str| {
+        metric_value(
+            &text,
+            &format!("runlink_ingest_log_fsync_seconds_bucket{{le=\"{le}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let all = fsyncs("+Inf");
+    println!(
+        "ingest log fsyncs, whole run   {all:.0}, of which over 25 ms {:.0}, over 250 ms {:.0}",
+        all - fsyncs("0.025"),
+        all - fsyncs("0.25")
     );
     let _ = server.kill();
     let _ = server.wait();

@@ -1,17 +1,18 @@
 //! Prometheus metrics, one typed family per thing we count, so the names and labels cannot
 //! drift between the places that record them. Exposed at `GET /metrics`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::outbox::LogStats;
+use crate::outbox::{FSYNC_BUCKETS, LogStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceOutcome {
@@ -67,7 +68,7 @@ pub struct Metrics {
     /// The ingest log's totals, copied from the store at each scrape (`set_log_stats`).
     log_writes: Counter,
     log_records: Counter,
-    log_fsync_seconds: Counter<f64, AtomicU64>,
+    log_fsyncs: LogFsyncs,
     /// Pending items, kept in memory for the backpressure check on every webhook.
     pending: Arc<AtomicI64>,
 }
@@ -94,7 +95,7 @@ impl Metrics {
             reloads: Family::default(),
             log_writes: Counter::default(),
             log_records: Counter::default(),
-            log_fsync_seconds: Counter::default(),
+            log_fsyncs: LogFsyncs::default(),
             pending: Arc::new(AtomicI64::new(0)),
             registry: Registry::default(),
         };
@@ -160,8 +161,8 @@ impl Metrics {
         );
         registry.register(
             "ingest_log_fsync_seconds",
-            "Time spent in the ingest log's fsyncs",
-            m.log_fsync_seconds.clone(),
+            "Duration of the ingest log's fsyncs (each write waits for one)",
+            m.log_fsyncs.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -174,9 +175,7 @@ impl Metrics {
         self.log_records
             .inner()
             .store(stats.records, Ordering::Relaxed);
-        self.log_fsync_seconds
-            .inner()
-            .store(stats.fsync_seconds.to_bits(), Ordering::Relaxed);
+        *self.log_fsyncs.0.lock().unwrap_or_else(|p| p.into_inner()) = stats;
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {
@@ -236,5 +235,34 @@ mod tests {
         );
         assert!(text.contains("runlink_outbox_pending 2"), "{text}");
         assert_eq!(m.pending(), 2);
+    }
+}
+
+/// The ingest log's fsync durations as a histogram. The store counts them in its own
+/// buckets (`LogStats::fsyncs`, on the flusher thread, without a lock shared with HTTP);
+/// this shows the copy taken at the last scrape.
+#[derive(Debug, Clone, Default)]
+struct LogFsyncs(Arc<Mutex<LogStats>>);
+
+impl EncodeMetric for LogFsyncs {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let stats = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Per-bucket counts, the last one unbounded: the encoder makes them cumulative.
+        let buckets: Vec<(f64, u64)> = FSYNC_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(stats.fsyncs)
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            stats.fsync_seconds,
+            stats.fsyncs.iter().sum(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }

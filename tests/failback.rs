@@ -61,8 +61,19 @@ async fn sender_retries_of_a_burst_produce_no_second_comment() {
     let records = total("runlink_ingest_log_records_total");
     assert!(records >= 60.0, "{metrics}");
     assert!(writes >= 1.0 && writes <= records, "{metrics}");
+    // One fsync per write, each counted in exactly one bucket of the histogram.
     assert!(
-        total("runlink_ingest_log_fsync_seconds_total") > 0.0,
+        total("runlink_ingest_log_fsync_seconds_sum") > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        total("runlink_ingest_log_fsync_seconds_count"),
+        writes,
+        "{metrics}"
+    );
+    assert_eq!(
+        total("runlink_ingest_log_fsync_seconds_bucket{le=\"+Inf\"}"),
+        writes,
         "{metrics}"
     );
     // The sender retries every delivery (same id), then redelivers with new ids.

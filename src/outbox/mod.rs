@@ -167,6 +167,23 @@ pub struct LogStats {
     pub writes: u64,
     pub records: u64,
     pub fsync_seconds: f64,
+    /// Fsyncs by duration: `fsyncs[i]` took at most `FSYNC_BUCKETS[i]` seconds (and more
+    /// than the bound before it); the last counts those longer than every bound. A mean
+    /// hides the stalls that make an acknowledgement's p99.
+    pub fsyncs: [u64; FSYNC_BUCKETS.len() + 1],
+}
+
+/// Upper bounds, in seconds, of the fsync duration buckets in `LogStats`.
+pub const FSYNC_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// The bucket of `LogStats::fsyncs` one fsync of `seconds` counts in.
+pub fn fsync_bucket(seconds: f64) -> usize {
+    FSYNC_BUCKETS
+        .iter()
+        .position(|bound| seconds <= *bound)
+        .unwrap_or(FSYNC_BUCKETS.len())
 }
 
 #[derive(Debug, Clone, Default)]

@@ -21,8 +21,8 @@ use tokio::sync::{oneshot, watch};
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::keys::KeyFilter;
 use super::{
-    AcceptOutcome, Accepted, AuditQuery, ItemState, LogStats, OutboxCounts, OutboxItem, OutboxRow,
-    Requeue, Settle, Store, StoreError, StoredTicket, now_ms,
+    AcceptOutcome, Accepted, AuditQuery, FSYNC_BUCKETS, ItemState, LogStats, OutboxCounts,
+    OutboxItem, OutboxRow, Requeue, Settle, Store, StoreError, StoredTicket, fsync_bucket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -988,6 +988,7 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
         writes: AtomicU64::new(0),
         records: AtomicU64::new(0),
         fsync_nanos: AtomicU64::new(0),
+        fsyncs: Default::default(),
     });
     let flusher = Flusher {
         shared: shared.clone(),
@@ -1103,6 +1104,7 @@ struct SharedLog {
     writes: AtomicU64,
     records: AtomicU64,
     fsync_nanos: AtomicU64,
+    fsyncs: [AtomicU64; FSYNC_BUCKETS.len() + 1],
 }
 
 impl std::fmt::Debug for SharedLog {
@@ -1276,6 +1278,7 @@ impl Flusher {
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        stats.fsyncs[fsync_bucket(took.as_secs_f64())].fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(1, Ordering::Relaxed);
         stats
             .records
@@ -1814,6 +1817,7 @@ impl Store for SqliteStore {
             records: i.log.records.load(Ordering::Relaxed),
             fsync_seconds: Duration::from_nanos(i.log.fsync_nanos.load(Ordering::Relaxed))
                 .as_secs_f64(),
+            fsyncs: std::array::from_fn(|b| i.log.fsyncs[b].load(Ordering::Relaxed)),
         })
     }
 
