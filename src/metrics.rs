@@ -218,6 +218,30 @@ impl Metrics {
     }
 }
 
+/// The ingest log's fsync durations as a histogram. The store counts them in its own
+/// buckets (`LogStats::fsyncs`, on the flusher thread, without a lock shared with HTTP);
+/// this shows the copy taken at the last scrape.
+#[derive(Debug, Clone, Default)]
+struct LogFsyncs(Arc<Mutex<LogStats>>);
+
+impl EncodeMetric for LogFsyncs {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let stats = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Per-bucket counts, the last one unbounded: the encoder makes them cumulative.
+        let buckets: Vec<(f64, u64)> = FSYNC_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(stats.fsyncs)
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(stats.fsync_seconds, stats.writes, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,34 +259,5 @@ mod tests {
         );
         assert!(text.contains("runlink_outbox_pending 2"), "{text}");
         assert_eq!(m.pending(), 2);
-    }
-}
-
-/// The ingest log's fsync durations as a histogram. The store counts them in its own
-/// buckets (`LogStats::fsyncs`, on the flusher thread, without a lock shared with HTTP);
-/// this shows the copy taken at the last scrape.
-#[derive(Debug, Clone, Default)]
-struct LogFsyncs(Arc<Mutex<LogStats>>);
-
-impl EncodeMetric for LogFsyncs {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let stats = *self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Per-bucket counts, the last one unbounded: the encoder makes them cumulative.
-        let buckets: Vec<(f64, u64)> = FSYNC_BUCKETS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(stats.fsyncs)
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(
-            stats.fsync_seconds,
-            stats.fsyncs.iter().sum(),
-            &buckets,
-            None,
-        )
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
     }
 }

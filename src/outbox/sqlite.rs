@@ -985,7 +985,6 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
         }),
         flush: std::sync::Condvar::new(),
         room: tokio::sync::Notify::new(),
-        writes: AtomicU64::new(0),
         records: AtomicU64::new(0),
         fsync_nanos: AtomicU64::new(0),
         fsyncs: Default::default(),
@@ -1100,8 +1099,8 @@ struct SharedLog {
     state: Mutex<LogState>,
     flush: std::sync::Condvar,
     room: tokio::sync::Notify,
-    /// What the flusher has written, for `/metrics` (see `LogStats`).
-    writes: AtomicU64,
+    /// What the flusher has written, for `/metrics` (see `LogStats`); one fsync per write, so
+    /// the buckets also count the writes.
     records: AtomicU64,
     fsync_nanos: AtomicU64,
     fsyncs: [AtomicU64; FSYNC_BUCKETS.len() + 1],
@@ -1279,7 +1278,6 @@ impl Flusher {
             Ordering::Relaxed,
         );
         stats.fsyncs[fsync_bucket(took.as_secs_f64())].fetch_add(1, Ordering::Relaxed);
-        stats.writes.fetch_add(1, Ordering::Relaxed);
         stats
             .records
             .fetch_add(group.waiting.len() as u64, Ordering::Relaxed);
@@ -1812,12 +1810,16 @@ impl Store for SqliteStore {
     }
 
     fn log_stats(&self) -> Option<LogStats> {
-        self.inner.ingest.as_ref().map(|i| LogStats {
-            writes: i.log.writes.load(Ordering::Relaxed),
-            records: i.log.records.load(Ordering::Relaxed),
-            fsync_seconds: Duration::from_nanos(i.log.fsync_nanos.load(Ordering::Relaxed))
-                .as_secs_f64(),
-            fsyncs: std::array::from_fn(|b| i.log.fsyncs[b].load(Ordering::Relaxed)),
+        self.inner.ingest.as_ref().map(|i| {
+            let fsyncs: [u64; FSYNC_BUCKETS.len() + 1] =
+                std::array::from_fn(|b| i.log.fsyncs[b].load(Ordering::Relaxed));
+            LogStats {
+                writes: fsyncs.iter().sum(),
+                records: i.log.records.load(Ordering::Relaxed),
+                fsync_seconds: Duration::from_nanos(i.log.fsync_nanos.load(Ordering::Relaxed))
+                    .as_secs_f64(),
+                fsyncs,
+            }
         })
     }
 
