@@ -45,7 +45,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.pipeline.store.counts_now().await {
         Ok(outbox) => {
             let ready = Ready {
-                runbooks: state.pipeline.matcher.current().index().len(),
+                runbooks: state.pipeline.enricher.matcher.current().index().len(),
                 outbox,
                 ingest_backlog: state.pipeline.store.backlog(),
                 shedding: state.shedding(),
@@ -93,14 +93,14 @@ pub async fn preview_match(
 ) -> Result<HttpResponse, IngestError> {
     let body = read_body(payload, state.max_body_bytes).await?;
     let ticket = parse_json::<ManualTicket>(&body)?.into_ticket(0);
-    let pipeline = &state.pipeline;
-    let signature = AlarmSignature::of(&ticket, &pipeline.normalizer);
-    let decision = pipeline
+    let enricher = &state.pipeline.enricher;
+    let signature = AlarmSignature::of(&ticket, &enricher.normalizer);
+    let decision = enricher
         .decide(signature.clone())
         .await
         .map_err(IngestError::Unavailable)?;
-    let key = delivery_key(&ticket, &signature);
-    let comment = pipeline
+    let key = delivery_key(&ticket, &signature.key());
+    let comment = enricher
         .renderer
         .render("github.md.j2", &ticket, &signature, &decision, &key)
         .map_err(|e| IngestError::Unavailable(e.into()))?;

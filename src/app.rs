@@ -28,10 +28,10 @@ use crate::deliver::servicenow::ServicenowDestination;
 use crate::deliver::{self, Destination, Destinations};
 use crate::matcher::{Matcher, MatcherSettings};
 use crate::metrics::Metrics;
-use crate::outbox::Store;
 use crate::outbox::postgres::PostgresStore;
 use crate::outbox::sqlite::SqliteStore;
-use crate::pipeline::{Coalescer, MatcherHandle, Pipeline};
+use crate::outbox::{Enrich, EnrichError, Enriched, Store};
+use crate::pipeline::{Coalescer, Enricher, MatcherHandle, Pipeline};
 use crate::reload::{self, Reloader};
 use crate::render::Renderer;
 use crate::runbooks::{Corpus, CorpusError};
@@ -97,11 +97,113 @@ pub fn build_matcher(
     Ok((Matcher::new(Arc::new(index), settings), corpus.errors))
 }
 
-/// Opens the configured store and brings its schema up to date.
+/// Opens the configured store and brings its schema up to date. Without an `Enrich` the
+/// store takes only matched accepts, and cannot apply an ingest log that holds unmatched
+/// ones (`open_store_for` can).
 pub async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, AppError> {
+    open_store_with(url, None).await
+}
+
+pub async fn open_store_with(
+    url: &StoreUrl,
+    enrich: Option<Arc<dyn Enrich>>,
+) -> Result<Arc<dyn Store>, AppError> {
     match url {
-        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_with(path, enrich)?)),
         StoreUrl::Postgres(url) => Ok(Arc::new(PostgresStore::open(url.expose()).await?)),
+    }
+}
+
+/// The store as the operator tools open it: an ingest log left by a server that stopped
+/// holds tickets acknowledged before they were matched, and applying them needs the
+/// server's runbooks and templates. Those are loaded only if such a ticket is there.
+pub async fn open_store_for(config: &Config) -> Result<Arc<dyn Store>, AppError> {
+    let lazy = Arc::new(LazyEnricher {
+        config: config.clone(),
+        built: std::sync::OnceLock::new(),
+    });
+    open_store_with(&config.store, Some(lazy)).await
+}
+
+#[derive(Debug)]
+struct LazyEnricher {
+    config: Config,
+    built: std::sync::OnceLock<Result<Enricher, String>>,
+}
+
+impl Enrich for LazyEnricher {
+    fn enrich(
+        &self,
+        ticket: &crate::ticket::Ticket,
+        delivery: Option<(&str, &str)>,
+    ) -> Result<Enriched, EnrichError> {
+        let built = self.built.get_or_init(|| {
+            let client = deliver::http_client(self.config.outbox.request_timeout)
+                .map_err(|e| e.to_string())?;
+            let (_, templates) = build_destinations(
+                &self.config.destinations,
+                &client,
+                &retry_policy(&self.config),
+            )
+            .map_err(|e| e.to_string())?;
+            build_enricher(&self.config, templates, Arc::new(Metrics::new()))
+                .map_err(|e| e.to_string())
+        });
+        match built {
+            Ok(enricher) => enricher.enrich(ticket, delivery),
+            Err(error) => Err(EnrichError(error.clone())),
+        }
+    }
+}
+
+/// The signature, matcher and templates `serve` matches and renders with; `templates` names
+/// the template of each configured destination.
+pub fn build_enricher(
+    config: &Config,
+    templates: HashMap<String, String>,
+    metrics: Arc<Metrics>,
+) -> Result<Enricher, AppError> {
+    let (matcher, load_errors) = build_matcher(
+        &config.runbooks_dir,
+        &config.runbooks_base_url,
+        MatcherSettings {
+            top_k: config.matcher.top_k,
+            min_confidence: config.matcher.min_confidence,
+        },
+    )?;
+    for error in &load_errors {
+        tracing::warn!(%error, "runbook skipped");
+    }
+    tracing::info!(
+        runbooks = matcher.index().len(),
+        skipped = load_errors.len(),
+        dir = %config.runbooks_dir.display(),
+        "runbook index built"
+    );
+    let mut template_names: Vec<&String> = templates.values().collect();
+    template_names.sort();
+    template_names.dedup();
+    let renderer = Renderer::load(
+        &config.templates_dir,
+        &config.matcher.no_match_text,
+        &template_names,
+    )?;
+    Ok(Enricher {
+        matcher: Arc::new(MatcherHandle::new(matcher)),
+        renderer: Arc::new(renderer),
+        normalizer: config.matcher.normalize.clone(),
+        destinations: templates,
+        top_k: config.matcher.top_k,
+        metrics,
+        coalescer: Coalescer::new(config.matcher.coalesce),
+    })
+}
+
+fn retry_policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        base: config.outbox.backoff_base,
+        cap: config.outbox.backoff_cap,
+        max_attempts: config.outbox.max_attempts,
     }
 }
 
@@ -182,40 +284,13 @@ pub fn build_destinations(
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, AppError> {
-        let (matcher, load_errors) = build_matcher(
-            &config.runbooks_dir,
-            &config.runbooks_base_url,
-            MatcherSettings {
-                top_k: config.matcher.top_k,
-                min_confidence: config.matcher.min_confidence,
-            },
-        )?;
-        for error in &load_errors {
-            tracing::warn!(%error, "runbook skipped");
-        }
-        tracing::info!(
-            runbooks = matcher.index().len(),
-            skipped = load_errors.len(),
-            dir = %config.runbooks_dir.display(),
-            "runbook index built"
-        );
-        let store = open_store(&config.store).await?;
-
         let client = deliver::http_client(config.outbox.request_timeout)?;
-        let policy = RetryPolicy {
-            base: config.outbox.backoff_base,
-            cap: config.outbox.backoff_cap,
-            max_attempts: config.outbox.max_attempts,
-        };
-        let (destinations, templates) = build_destinations(&config.destinations, &client, &policy)?;
-        let mut template_names: Vec<&String> = templates.values().collect();
-        template_names.sort();
-        template_names.dedup();
-        let renderer = Renderer::load(
-            &config.templates_dir,
-            &config.matcher.no_match_text,
-            &template_names,
-        )?;
+        let (destinations, templates) =
+            build_destinations(&config.destinations, &client, &retry_policy(&config))?;
+        let metrics = Arc::new(Metrics::new());
+        tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
+        let enricher = Arc::new(build_enricher(&config, templates, metrics.clone())?);
+        let store = open_store_with(&config.store, Some(enricher.clone())).await?;
         let open = config.sources.unauthenticated();
         if !open.is_empty() {
             tracing::warn!(
@@ -223,11 +298,8 @@ impl Application {
                 "no secret or token configured: these sources accept unauthenticated webhooks"
             );
         }
-        tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
 
-        let metrics = Arc::new(Metrics::new());
         metrics.set_pending(store.counts().await?.pending as i64);
-        let matcher = Arc::new(MatcherHandle::new(matcher));
         let reloader = Arc::new(Reloader {
             dir: config.runbooks_dir.clone(),
             base_url: config.runbooks_base_url.clone(),
@@ -235,22 +307,17 @@ impl Application {
                 top_k: config.matcher.top_k,
                 min_confidence: config.matcher.min_confidence,
             },
-            matcher: matcher.clone(),
+            matcher: enricher.matcher.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             running: tokio::sync::Mutex::new(()),
         });
         let pipeline = Pipeline {
-            matcher,
-            renderer: Arc::new(renderer),
-            normalizer: config.matcher.normalize.clone(),
+            enricher,
             store: store.clone(),
-            destinations: templates,
             router: crate::routes::Router::new(config.routes.clone()),
-            top_k: config.matcher.top_k,
             max_per_ticket: config.outbox.max_per_ticket,
             metrics: metrics.clone(),
-            coalescer: Coalescer::new(config.matcher.coalesce),
         };
         let state = web::Data::new(AppState {
             pipeline,

@@ -1,5 +1,7 @@
-//! The path one ticket takes once a source has parsed it: signature, match, render, and one
-//! durable write. Sources call `Pipeline::accept` and answer their sender from its outcome.
+//! The path one ticket takes once a source has parsed it: its delivery key, one durable write,
+//! and the signature, match and rendering (`Enricher`) before that write or, with the
+//! embedded store, behind it. Sources call `Pipeline::accept` and answer their sender from
+//! its outcome.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,10 @@ use sha2::{Digest, Sha256};
 use crate::audit::AuditEvent;
 use crate::matcher::{Decision, MatchReason, Matcher};
 use crate::metrics::Metrics;
-use crate::outbox::{AcceptOutcome, Accepted, NewDelivery, Store, StoreError};
+use crate::outbox::{
+    AcceptOutcome, Accepted, Enrich, EnrichError, Enriched, Matching, NewDelivery, Store,
+    StoreError,
+};
 use crate::render::{RenderError, Renderer};
 use crate::routes::Router;
 use crate::search::SearchError;
@@ -27,20 +32,31 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("matcher task failed: {0}")]
     Join(String),
+    #[error("destination `{0}` is not configured")]
+    Destination(String),
 }
 
 #[derive(Debug)]
 pub struct Pipeline {
+    pub enricher: Arc<Enricher>,
+    pub store: Arc<dyn Store>,
+    pub router: Router,
+    pub max_per_ticket: u32,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Everything between a ticket and its comment: the signature, the match and the rendering.
+/// It runs before the webhook is answered, or behind the store's ingest log when the store
+/// can take it there (`Enrich`).
+#[derive(Debug)]
+pub struct Enricher {
     pub matcher: Arc<MatcherHandle>,
     pub renderer: Arc<Renderer>,
     pub normalizer: Normalizer,
-    pub store: Arc<dyn Store>,
     /// Configured destinations and the template each renders with; a reply to any other is
     /// recorded, not queued.
     pub destinations: HashMap<String, String>,
-    pub router: Router,
     pub top_k: usize,
-    pub max_per_ticket: u32,
     pub metrics: Arc<Metrics>,
     pub coalescer: Coalescer,
 }
@@ -112,22 +128,26 @@ impl Coalescer {
 }
 
 /// The key that makes one enrichment unique: the same ticket with the same alarm gets one
-/// comment, however often its webhook is delivered.
-pub fn delivery_key(ticket: &Ticket, signature: &AlarmSignature) -> String {
+/// comment, however often its webhook is delivered. `signature_key` is `AlarmSignature::key`.
+pub fn delivery_key(ticket: &Ticket, signature_key: &str) -> String {
     let mut hash = Sha256::new();
-    for part in [ticket.source.as_str(), ticket.id.as_str(), &signature.key()] {
+    for part in [ticket.source.as_str(), ticket.id.as_str(), signature_key] {
         hash.update(part.as_bytes());
         hash.update([0u8]);
     }
     hex::encode(&hash.finalize()[..16])
 }
 
-impl Pipeline {
+impl Enricher {
+    fn coalesce_key(&self, matcher: &Matcher, signature: &AlarmSignature) -> String {
+        format!("{}|{}", matcher.index().version(), signature.match_key())
+    }
+
     /// Shared, not copied: every ticket of a coalesced alarm holds the same decision, which
     /// also lets the renderer reuse the comment it rendered for it.
     pub async fn decide(&self, signature: AlarmSignature) -> Result<Arc<Decision>, PipelineError> {
         let matcher = self.matcher.current();
-        let key = format!("{}|{}", matcher.index().version(), signature.match_key());
+        let key = self.coalesce_key(&matcher, &signature);
         if let Some(decision) = self.coalescer.get(&key) {
             self.metrics.coalesced.inc();
             return Ok(decision);
@@ -141,11 +161,30 @@ impl Pipeline {
         Ok(decision)
     }
 
-    #[tracing::instrument(skip_all, fields(ticket = %ticket.id, delivery = %ticket.delivery, signature))]
-    pub async fn accept(&self, ticket: Ticket) -> Result<AcceptOutcome, PipelineError> {
-        let signature = AlarmSignature::of(&ticket, &self.normalizer);
-        tracing::Span::current().record("signature", tracing::field::display(&signature));
-        let decision = self.decide(signature.clone()).await?;
+    /// `decide` on the caller's thread, for callers that are not on the async runtime.
+    pub fn decide_blocking(
+        &self,
+        signature: &AlarmSignature,
+    ) -> Result<Arc<Decision>, PipelineError> {
+        let matcher = self.matcher.current();
+        let key = self.coalesce_key(&matcher, signature);
+        if let Some(decision) = self.coalescer.get(&key) {
+            self.metrics.coalesced.inc();
+            return Ok(decision);
+        }
+        let decision = Arc::new(matcher.decide(signature, self.top_k)?);
+        self.coalescer.put(key, &decision);
+        Ok(decision)
+    }
+
+    /// The audit event and the comment for a decision; counts the match outcome.
+    fn finish(
+        &self,
+        ticket: &Ticket,
+        signature: &AlarmSignature,
+        decision: &Arc<Decision>,
+        delivery: Option<(&str, &str)>,
+    ) -> Result<Enriched, PipelineError> {
         let how = match decision.candidates.first() {
             Some(c) if c.confident => match c.reason {
                 MatchReason::Alarm { .. } => "alarm",
@@ -160,34 +199,87 @@ impl Pipeline {
                 outcome: how.to_string(),
             })
             .inc();
-        let key = delivery_key(&ticket, &signature);
-        let mut events = vec![
-            AuditEvent::Received {
-                source: ticket.source.to_string(),
-                delivery: ticket.delivery.to_string(),
-                title: ticket.title.clone(),
-            },
-            AuditEvent::decided(signature.to_string(), &decision),
-        ];
+        let body = match delivery {
+            Some((destination, key)) => {
+                let template = self
+                    .destinations
+                    .get(destination)
+                    .ok_or_else(|| PipelineError::Destination(destination.to_string()))?;
+                Some(
+                    self.renderer
+                        .render_shared(template, ticket, signature, decision, key)?,
+                )
+            }
+            None => None,
+        };
+        tracing::info!(
+            ticket = %ticket.id,
+            signature = %signature,
+            confident = decision.is_confident(),
+            best = decision.candidates.first().map(|c| c.runbook.id.as_str()).unwrap_or("-"),
+            "ticket matched"
+        );
+        Ok(Enriched {
+            decided: AuditEvent::decided(signature.to_string(), decision),
+            body,
+        })
+    }
+
+    pub async fn enrich_async(
+        &self,
+        ticket: &Ticket,
+        delivery: Option<(&str, &str)>,
+    ) -> Result<Enriched, PipelineError> {
+        let signature = AlarmSignature::of(ticket, &self.normalizer);
+        let decision = self.decide(signature.clone()).await?;
+        self.finish(ticket, &signature, &decision, delivery)
+    }
+}
+
+impl Enrich for Enricher {
+    fn enrich(
+        &self,
+        ticket: &Ticket,
+        delivery: Option<(&str, &str)>,
+    ) -> Result<Enriched, EnrichError> {
+        let run = || {
+            let signature = AlarmSignature::of(ticket, &self.normalizer);
+            let decision = self.decide_blocking(&signature)?;
+            self.finish(ticket, &signature, &decision, delivery)
+        };
+        run().map_err(|error| {
+            if delivery.is_some() {
+                // Counted as pending when it was acknowledged; nothing will be queued now.
+                self.metrics.add_pending(-1);
+            }
+            EnrichError(error.to_string())
+        })
+    }
+}
+
+impl Pipeline {
+    #[tracing::instrument(skip_all, fields(ticket = %ticket.id, delivery = %ticket.delivery))]
+    pub async fn accept(&self, ticket: Ticket) -> Result<AcceptOutcome, PipelineError> {
+        let enricher = &self.enricher;
+        let signature_key = AlarmSignature::key_of(&ticket, &enricher.normalizer);
+        let key = delivery_key(&ticket, &signature_key);
+        let mut events = vec![AuditEvent::Received {
+            source: ticket.source.to_string(),
+            delivery: ticket.delivery.to_string(),
+            title: ticket.title.clone(),
+        }];
         let resolution = self.router.resolve(&ticket);
         for problem in resolution.problems {
             tracing::warn!(%problem, "route skipped");
             events.push(AuditEvent::NotEnqueued { reason: problem });
         }
-        let delivery = match &resolution.target {
-            Some(target) if self.destinations.contains_key(&target.destination()) => {
-                let body = self.renderer.render_shared(
-                    &self.destinations[&target.destination()],
-                    &ticket,
-                    &signature,
-                    &decision,
-                    &key,
-                )?;
+        let mut delivery = match resolution.target {
+            Some(target) if enricher.destinations.contains_key(&target.destination()) => {
                 Some(NewDelivery {
                     delivery_key: key,
                     destination: target.destination(),
-                    target: target.clone(),
-                    body,
+                    target,
+                    body: String::new(),
                 })
             }
             Some(target) => {
@@ -203,26 +295,35 @@ impl Pipeline {
                 None
             }
         };
+        let matching = if self.store.defers_matching() {
+            Matching::Deferred
+        } else {
+            let planned = delivery
+                .as_ref()
+                .map(|d| (d.destination.as_str(), d.delivery_key.as_str()));
+            let enriched = enricher.enrich_async(&ticket, planned).await?;
+            events.insert(1, enriched.decided);
+            if let (Some(d), Some(body)) = (delivery.as_mut(), enriched.body) {
+                d.body = body;
+            }
+            Matching::Done
+        };
         let queued = delivery.is_some();
         let outcome = self
             .store
             .accept(Accepted {
-                signature_key: signature.key(),
+                signature_key,
                 ticket,
                 events,
                 delivery,
                 max_per_ticket: self.max_per_ticket,
+                matching,
             })
             .await?;
         if outcome == AcceptOutcome::Stored && queued {
             self.metrics.add_pending(1);
         }
-        tracing::info!(
-            outcome = ?outcome,
-            confident = decision.is_confident(),
-            best = decision.candidates.first().map(|c| c.runbook.id.as_str()).unwrap_or("-"),
-            "ticket accepted"
-        );
+        tracing::info!(outcome = ?outcome, matching = ?matching, "ticket accepted");
         Ok(outcome)
     }
 }

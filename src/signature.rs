@@ -372,6 +372,21 @@ pub fn metric_names(query: &str) -> Vec<String> {
     out
 }
 
+fn format_key(
+    alertname: Option<&str>,
+    service: Option<&str>,
+    namespace: Option<&str>,
+    title: &str,
+) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        alertname.unwrap_or(""),
+        service.unwrap_or(""),
+        namespace.unwrap_or(""),
+        title.to_lowercase()
+    )
+}
+
 /// What a ticket is about, stripped of what varies between two firings of the same alarm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmSignature {
@@ -430,12 +445,26 @@ impl AlarmSignature {
     /// The stable identity of this alarm, used in delivery keys and for coalescing.
     /// The instance is left out on purpose: the same alarm on two hosts is one signature.
     pub fn key(&self) -> String {
-        format!(
-            "{}|{}|{}|{}",
-            self.alertname.as_deref().unwrap_or(""),
-            self.service.as_deref().unwrap_or(""),
-            self.namespace.as_deref().unwrap_or(""),
-            self.title.to_lowercase()
+        format_key(
+            self.alertname.as_deref(),
+            self.service.as_deref(),
+            self.namespace.as_deref(),
+            &self.title,
+        )
+    }
+
+    /// `AlarmSignature::of(ticket, normalizer).key()` without normalizing the ticket's text:
+    /// what a webhook needs before it is answered (its delivery key) costs a fraction of the
+    /// whole signature, which is left to the match behind the ingest log.
+    pub fn key_of(ticket: &Ticket, normalizer: &Normalizer) -> String {
+        let all = |keys: &[&str]| {
+            first_value(&ticket.labels, keys).or_else(|| first_value(&ticket.annotations, keys))
+        };
+        format_key(
+            extract_alertname(ticket).as_deref(),
+            all(SERVICE_KEYS).as_deref(),
+            all(&["namespace"]).as_deref(),
+            &normalizer.normalize(&ticket.title),
         )
     }
 
@@ -772,6 +801,25 @@ mod tests {
         assert_ne!(sa.instance, sb.instance);
         assert_eq!(sa.key(), sb.key());
         assert_eq!(sa.digest(), sb.digest());
+    }
+
+    #[test]
+    fn the_key_alone_is_the_whole_signature_s_key() {
+        let n = Normalizer::default();
+        let mut t = ticket("[FIRING:1] Disk on logs-7 at 93% since 2026-11-23T19:40:30Z");
+        t.labels.insert("service".into(), "Logs".into());
+        t.annotations.insert("namespace".into(), "obs".into());
+        t.annotations
+            .insert("description".into(), "volume /var/log on 10.0.0.7".into());
+        assert_eq!(
+            AlarmSignature::key_of(&t, &n),
+            AlarmSignature::of(&t, &n).key()
+        );
+        let bare = ticket("HighErrorRate");
+        assert_eq!(
+            AlarmSignature::key_of(&bare, &n),
+            AlarmSignature::of(&bare, &n).key()
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use runlink::audit::AuditEvent;
 use runlink::config::StoreUrl;
 use runlink::outbox::{
-    AcceptOutcome, Accepted, AuditQuery, ItemState, NewDelivery, Requeue, Settle, Store, now_ms,
+    AcceptOutcome, Accepted, AuditQuery, ItemState, Matching, NewDelivery, Requeue, Settle, Store,
+    now_ms,
 };
 use runlink::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
@@ -82,6 +83,7 @@ fn accepted(ticket: &str, delivery: &str, key: &str) -> Accepted {
             body: "hello".into(),
         }),
         max_per_ticket: 2,
+        matching: Matching::Done,
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use runlink::app::open_store;
+use runlink::app::open_store_for;
 use runlink::audit::{AuditEvent, AuditRecord};
 use runlink::outbox::{AuditQuery, Store, now_ms};
 use runlink::signature::AlarmSignature;
@@ -32,7 +32,7 @@ fn since_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
 /// live on the runtime that made them.
 async fn store_for(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Store>> {
     let config = super::load_config(config)?;
-    open_store(&config.store)
+    open_store_for(&config)
         .await
         .context("cannot open the store")
 }

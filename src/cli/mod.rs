@@ -127,7 +127,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 fn migrate(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = load_config(config.as_deref())?;
     actix_web::rt::System::new().block_on(async move {
-        runlink::app::open_store(&config.store)
+        runlink::app::open_store_for(&config)
             .await
             .context("cannot migrate the store")?;
         println!("store schema is up to date ({:?})", config.store);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use runlink::app::open_store;
+use runlink::app::open_store_for;
 use runlink::outbox::{ItemState, Requeue};
 
 #[derive(Debug, Args)]
@@ -53,7 +53,7 @@ enum OutboxCommand {
 pub fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref())?;
     actix_web::rt::System::new().block_on(async move {
-        let store = open_store(&config.store)
+        let store = open_store_for(&config)
             .await
             .context("cannot open the store")?;
         match args.command {

@@ -1,6 +1,7 @@
 //! The durable queue between "ticket accepted" and "comment posted". A webhook is answered
-//! 2xx only after its ticket, the rendered comment and the audit events are durable here;
-//! the delivery worker then drains it. The store is a trait so the embedded SQLite backend
+//! 2xx only after its ticket and its audit events are durable here, with the rendered
+//! comment or, on a store that matches behind its log (`Enrich`), everything the comment
+//! is made from; the delivery worker then drains it. The store is a trait so the embedded SQLite backend
 //! and a shared database backend behave the same for the rest of the program.
 
 pub mod journal;
@@ -36,6 +37,11 @@ pub enum StoreError {
     Join(String),
     #[error("store: {0}")]
     Journal(#[from] journal::JournalError),
+    #[error(
+        "store: the ingest log holds {0} ticket(s) acknowledged before they were matched; \
+         open the store with runlink's configuration (its runbooks and templates) to apply them"
+    )]
+    Unmatched(usize),
 }
 
 /// One enrichment to post: the key that makes it unique, where it goes, and the exact bytes.
@@ -57,6 +63,45 @@ pub struct Accepted {
     /// At most this many enrichments per ticket, whatever its signatures: a ticket whose
     /// text keeps changing must not collect a comment per change.
     pub max_per_ticket: u32,
+    pub matching: Matching,
+}
+
+/// Whether an accept arrives matched, or leaves the match to the store (see `Enrich`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matching {
+    /// The events hold the decision (second, after `received`) and the delivery its
+    /// rendered body.
+    Done,
+    /// Neither yet: the delivery's body is empty. Only for a store whose
+    /// `Store::defers_matching` says so.
+    Deferred,
+}
+
+/// The match and the comment of a ticket that was acknowledged before it was matched.
+#[derive(Debug, Clone)]
+pub struct Enriched {
+    /// The `decided` audit event.
+    pub decided: AuditEvent,
+    /// The rendered comment, when a delivery was asked for.
+    pub body: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EnrichError(pub String);
+
+/// Matches and renders behind the ingest log. A store that has one answers a webhook as
+/// soon as the parsed ticket is durable and completes the record before its tables see it:
+/// during a burst the signature, search and rendering wait for spare CPU instead of holding
+/// up acknowledgements, and the tables never hold an unmatched ticket.
+pub trait Enrich: Send + Sync + std::fmt::Debug {
+    /// `delivery`: the destination and delivery key of the comment to render, if one is
+    /// queued.
+    fn enrich(
+        &self,
+        ticket: &Ticket,
+        delivery: Option<(&str, &str)>,
+    ) -> Result<Enriched, EnrichError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +242,12 @@ pub struct AuditQuery {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Durably stores a ticket with its delivery and audit events, or reports why not.
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError>;
+
+    /// Whether `accept` takes `Matching::Deferred` (it has an `Enrich` and a log to run it
+    /// behind).
+    fn defers_matching(&self) -> bool {
+        false
+    }
 
     /// Leases up to `limit` due items of one destination; a leased item is invisible to other
     /// claims until the lease runs out, so a crashed worker's items come back by themselves.

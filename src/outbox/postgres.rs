@@ -14,8 +14,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rustls_platform_verifier::ConfigVerifierExt;
 
 use super::{
-    AcceptOutcome, Accepted, AuditQuery, ItemState, OutboxCounts, OutboxItem, OutboxRow, Requeue,
-    Settle, Store, StoreError, StoredTicket, now_ms,
+    AcceptOutcome, Accepted, AuditQuery, ItemState, Matching, OutboxCounts, OutboxItem, OutboxRow,
+    Requeue, Settle, Store, StoreError, StoredTicket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -268,6 +268,13 @@ fn read_row(r: &tokio_postgres::Row) -> OutboxRow {
 #[async_trait]
 impl Store for PostgresStore {
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
+        if accepted.matching == Matching::Deferred {
+            // Replicas share the tables with no log in front of them: nothing here could
+            // match the ticket later.
+            return Err(StoreError::Join(
+                "this store cannot take an unmatched ticket".into(),
+            ));
+        }
         let ticket = &accepted.ticket;
         let ticket_json = serde_json::to_string(ticket)?;
         let kinds: Vec<&str> = accepted.events.iter().map(AuditEvent::kind).collect();

@@ -5,7 +5,10 @@
 //! the tables plus the records not applied yet (the overlay), appends the whole group with
 //! one sequential write and one fsync, and answers. A second thread applies the records to
 //! the tables in transactions of thousands, so a burst costs a few B-tree commits instead of
-//! one per group of requests. Reads wait until the tables hold everything acknowledged
+//! one per group of requests. Opened with an `Enrich`, the store takes tickets that are not
+//! matched yet: the second thread matches and renders them before it applies them, so a
+//! burst is acknowledged at the cost of parsing and logging, and the tables only ever hold
+//! matched tickets. Reads wait until the tables hold everything acknowledged
 //! before them. Everything else runs on tokio's blocking pool behind its own connection.
 
 use std::collections::HashMap;
@@ -21,8 +24,9 @@ use tokio::sync::{oneshot, watch};
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::keys::KeyFilter;
 use super::{
-    AcceptOutcome, Accepted, AuditQuery, FSYNC_BUCKETS, ItemState, LogStats, OutboxCounts,
-    OutboxItem, OutboxRow, Requeue, Settle, Store, StoreError, StoredTicket, fsync_bucket, now_ms,
+    AcceptOutcome, Accepted, AuditQuery, Enrich, EnrichError, Enriched, FSYNC_BUCKETS, ItemState,
+    LogStats, Matching, OutboxCounts, OutboxItem, OutboxRow, Requeue, Settle, Store, StoreError,
+    StoredTicket, fsync_bucket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -164,6 +168,9 @@ struct Prepared {
     /// Decided before it is appended to the log, so applying a record (or replaying it
     /// after a crash) repeats no lookups and cannot come to another answer.
     decided: Option<Decided>,
+    /// `false`: acknowledged before it was matched (`Matching::Deferred`); the applier
+    /// completes it (`complete`) before the tables see it.
+    matched: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +235,7 @@ impl Prepared {
             delivery,
             max_per_ticket: accepted.max_per_ticket,
             decided: None,
+            matched: accepted.matching == Matching::Done,
         })
     }
 }
@@ -264,6 +272,9 @@ enum Entry {
 
 const ACCEPT_TAG: u64 = 1;
 const AUDIT_TAG: u64 = 2;
+/// An accept laid out as `ACCEPT_TAG`'s, not matched yet: no decision among its events, and
+/// an empty body.
+const UNMATCHED_TAG: u64 = 3;
 
 impl Entry {
     #[cfg(test)]
@@ -276,7 +287,7 @@ impl Entry {
     fn encode_into(&self, f: &mut Fields) {
         match self {
             Entry::Accept(p) => {
-                f.u64(ACCEPT_TAG)
+                f.u64(if p.matched { ACCEPT_TAG } else { UNMATCHED_TAG })
                     .u64(p.at_ms as u64)
                     .str(&p.source)
                     .str(&p.delivery_id)
@@ -316,7 +327,7 @@ impl Entry {
     fn decode(seq: u64, bytes: &[u8]) -> Result<Entry, JournalError> {
         let mut r = FieldReader::new(seq, bytes);
         match r.u64("tag")? {
-            ACCEPT_TAG => {
+            tag @ (ACCEPT_TAG | UNMATCHED_TAG) => {
                 let at_ms = r.u64("at")? as i64;
                 let source = r.str("source")?;
                 let delivery_id = r.str("delivery id")?;
@@ -365,6 +376,7 @@ impl Entry {
                     delivery,
                     max_per_ticket,
                     decided,
+                    matched: tag == ACCEPT_TAG,
                 }))
             }
             AUDIT_TAG => {
@@ -394,6 +406,10 @@ struct Logged {
 }
 
 impl Logged {
+    fn unmatched(&self) -> bool {
+        matches!(&self.entry, Entry::Accept(p) if !p.matched)
+    }
+
     /// What the sender of an accept was told (the overlay is keyed on it).
     fn outcome(&self) -> Option<AcceptOutcome> {
         match &self.entry {
@@ -735,6 +751,8 @@ struct Inner {
     /// `None` when another process owns this store's ingest log: accepts then commit
     /// straight to the tables.
     ingest: Option<Ingest>,
+    /// Present when the applier matches what was acknowledged unmatched.
+    enrich: Option<Arc<dyn Enrich>>,
 }
 
 #[derive(Debug)]
@@ -784,6 +802,13 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// With `enrich`, webhooks may be acknowledged before they are matched (`Enrich`): the
+    /// applier completes them, here and after a crash. A handle of this process that is
+    /// already open is shared, with the `Enrich` it was opened with.
+    pub fn open_with(path: &Path, enrich: Option<Arc<dyn Enrich>>) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
                 path: dir.display().to_string(),
@@ -810,7 +835,7 @@ impl SqliteStore {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let ingest = match lock {
-            Some(lock) => Some(start_ingest(path, &dir, lock)?),
+            Some(lock) => Some(start_ingest(path, &dir, lock, enrich.clone())?),
             None => {
                 tracing::warn!(
                     store = %path.display(),
@@ -822,6 +847,7 @@ impl SqliteStore {
         let inner = Arc::new(Inner {
             conn: Arc::new(Mutex::new(conn)),
             ingest,
+            enrich,
         });
         open.insert(key, Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
@@ -925,14 +951,19 @@ fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
 
 /// Applies what a previous run logged and did not apply, then starts the log's flusher, the
 /// applier and the checkpointer.
-fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, StoreError> {
+fn start_ingest(
+    path: &Path,
+    dir: &Path,
+    lock: journal::Lock,
+    enrich: Option<Arc<dyn Enrich>>,
+) -> Result<Ingest, StoreError> {
     let mut apply_conn = open_connection(path)?;
     // Checkpoints run beside the applier, not inside its commits.
     apply_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     let records = journal::read_all(dir)?;
     let mut applied = applied_seq(&apply_conn)?;
     let last_logged = records.last().map(|(seq, _)| *seq).unwrap_or(0);
-    let backlog = records
+    let mut backlog = records
         .into_iter()
         .filter(|(seq, _)| *seq > applied)
         .map(|(seq, bytes)| {
@@ -942,6 +973,13 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
             })
         })
         .collect::<Result<Vec<_>, JournalError>>()?;
+    let unmatched = backlog.iter().filter(|r| r.unmatched()).count();
+    if unmatched > 0 {
+        let Some(enrich) = enrich.as_deref() else {
+            return Err(StoreError::Unmatched(unmatched));
+        };
+        complete(enrich, &mut backlog);
+    }
     if !backlog.is_empty() {
         for chunk in backlog.chunks(APPLY_MAX) {
             applied = applied.max(apply_batch(&mut apply_conn, chunk)?);
@@ -1007,7 +1045,7 @@ fn start_ingest(path: &Path, dir: &Path, lock: journal::Lock) -> Result<Ingest, 
             .name("runlink-store-apply".into())
             .spawn({
                 let hurry = hurry.clone();
-                move || apply_loop(apply_conn, apply_rx, overlay, applied_tx, hurry)
+                move || apply_loop(apply_conn, apply_rx, overlay, applied_tx, hurry, enrich)
             })
             .map_err(spawn_err)?,
     );
@@ -1315,6 +1353,7 @@ fn apply_loop(
     overlay: Arc<Mutex<Overlay>>,
     applied: watch::Sender<u64>,
     hurry: Arc<AtomicBool>,
+    enrich: Option<Arc<dyn Enrich>>,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     lower_priority();
@@ -1354,7 +1393,11 @@ fn apply_loop(
         let mut gathered = gathered.into_iter().peekable();
         while gathered.peek().is_some() {
             let chunk: Vec<Queued> = gathered.by_ref().take(APPLY_MAX).collect();
-            let batch = load_batch(chunk);
+            let mut batch = load_batch(chunk);
+            complete(
+                enrich.as_deref().unwrap_or(&NoMatcher as &dyn Enrich),
+                &mut batch,
+            );
             let last = loop {
                 match apply_batch(&mut conn, &batch) {
                     Ok(last) => break last,
@@ -1376,6 +1419,76 @@ fn apply_loop(
         if closed {
             break;
         }
+    }
+}
+
+/// Matches and renders the accepts acknowledged unmatched, outside the apply transaction.
+/// One that cannot be matched is still applied: its ticket and audit events are kept, with
+/// the reason nothing is queued, rather than stopping the queue behind it.
+fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
+    for record in batch.iter_mut() {
+        let Entry::Accept(p) = &mut record.entry else {
+            continue;
+        };
+        if p.matched {
+            continue;
+        }
+        let outcome = p.decided.as_ref().map(|d| d.outcome);
+        if outcome == Some(AcceptOutcome::DuplicateDelivery) {
+            // Nothing of it is written but its audit event.
+            p.matched = true;
+            continue;
+        }
+        let queued = matches!(outcome, None | Some(AcceptOutcome::Stored));
+        let result = serde_json::from_str::<crate::ticket::Ticket>(&p.ticket_json)
+            .map_err(|e| EnrichError(format!("stored ticket is corrupt: {e}")))
+            .and_then(|ticket| {
+                let delivery = p
+                    .delivery
+                    .as_ref()
+                    .filter(|_| queued)
+                    .map(|d| (d.destination.as_str(), d.key.as_str()));
+                enrich.enrich(&ticket, delivery)
+            })
+            .and_then(|enriched| {
+                let decided = serde_json::to_string(&enriched.decided)
+                    .map_err(|e| EnrichError(e.to_string()))?;
+                Ok((decided, enriched.body))
+            });
+        match result {
+            Ok((decided, body)) => {
+                p.events.insert(1.min(p.events.len()), decided);
+                if let (Some(d), Some(body)) = (p.delivery.as_mut(), body) {
+                    d.body = body;
+                }
+            }
+            Err(error) => {
+                tracing::error!(seq = record.seq, ticket = %p.ticket_id, %error, "cannot match an acknowledged ticket; it is stored, nothing is queued");
+                let event = AuditEvent::NotEnqueued {
+                    reason: format!("cannot match or render: {error}"),
+                };
+                if let Ok(event) = serde_json::to_string(&event) {
+                    p.events.push(event);
+                }
+                p.delivery = None;
+            }
+        }
+        p.matched = true;
+    }
+}
+
+/// What completes an unmatched record in a store opened without an `Enrich` (it never
+/// takes one, but a record must not wait forever for a matcher that is not coming).
+#[derive(Debug)]
+struct NoMatcher;
+
+impl Enrich for NoMatcher {
+    fn enrich(
+        &self,
+        _: &crate::ticket::Ticket,
+        _: Option<(&str, &str)>,
+    ) -> Result<Enriched, EnrichError> {
+        Err(EnrichError("this store was opened without runbooks".into()))
     }
 }
 
@@ -1587,7 +1700,16 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn defers_matching(&self) -> bool {
+        self.inner.ingest.is_some() && self.inner.enrich.is_some()
+    }
+
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
+        if accepted.matching == Matching::Deferred && !self.defers_matching() {
+            return Err(StoreError::Join(
+                "this store cannot take an unmatched ticket".into(),
+            ));
+        }
         let prepared = Prepared::new(accepted)?;
         if self.inner.ingest.is_none() {
             return self
@@ -2031,6 +2153,7 @@ mod tests {
             }),
             max_per_ticket: 3,
             decided,
+            matched: true,
         }
     }
 
@@ -2038,6 +2161,10 @@ mod tests {
     fn log_records_read_back_as_written() {
         let entries = [
             Entry::Accept(prepared(None)),
+            Entry::Accept(Prepared {
+                matched: false,
+                ..prepared(None)
+            }),
             Entry::Accept(prepared(Some(Decided {
                 outcome: AcceptOutcome::CapReached,
                 event: Some(r#"{"event":"not_enqueued"}"#.into()),
@@ -2267,5 +2394,209 @@ mod tests {
             store.audit_log(AuditQuery::default()).await.unwrap().len(),
             3
         );
+    }
+
+    /// Matches every ticket the same way, and renders its title with the delivery key.
+    #[derive(Debug)]
+    struct StubMatcher {
+        fail: bool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl StubMatcher {
+        fn new(fail: bool) -> Arc<Self> {
+            Arc::new(StubMatcher {
+                fail,
+                calls: Default::default(),
+            })
+        }
+    }
+
+    impl Enrich for StubMatcher {
+        fn enrich(
+            &self,
+            ticket: &crate::ticket::Ticket,
+            delivery: Option<(&str, &str)>,
+        ) -> Result<Enriched, EnrichError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.fail {
+                return Err(EnrichError("the index is gone".into()));
+            }
+            Ok(Enriched {
+                decided: AuditEvent::Decided {
+                    signature: ticket.title.clone(),
+                    confident: false,
+                    candidates: Vec::new(),
+                    index_version: "v1".into(),
+                },
+                body: delivery.map(|(destination, key)| {
+                    format!("{} for {destination} [{key}]", ticket.title)
+                }),
+            })
+        }
+    }
+
+    fn ticket(n: u32) -> crate::ticket::Ticket {
+        use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, TicketId};
+        crate::ticket::Ticket {
+            id: TicketId::parse(format!("alertmanager:fp{n}")).unwrap(),
+            source: SourceKind::Alertmanager,
+            delivery: DeliveryId::parse(format!("d-{n}")).unwrap(),
+            title: format!("Disk full {n}"),
+            body: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            alertname: None,
+            reply: Some(ReplyTarget::GithubIssue {
+                owner: "acme".into(),
+                repo: "ops".into(),
+                number: u64::from(n),
+            }),
+            query: None,
+        }
+    }
+
+    fn unmatched(n: u32) -> Accepted {
+        let ticket = ticket(n);
+        Accepted {
+            events: vec![AuditEvent::Received {
+                source: "alertmanager".into(),
+                delivery: ticket.delivery.to_string(),
+                title: ticket.title.clone(),
+            }],
+            delivery: Some(crate::outbox::NewDelivery {
+                delivery_key: format!("k{n}"),
+                destination: "github".into(),
+                target: ticket.reply.clone().unwrap(),
+                body: String::new(),
+            }),
+            signature_key: format!("sig{n}"),
+            ticket,
+            max_per_ticket: 3,
+            matching: Matching::Deferred,
+        }
+    }
+
+    async fn kinds(store: &SqliteStore, ticket: &str) -> Vec<String> {
+        store
+            .audit_log(AuditQuery {
+                ticket: Some(ticket.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.event.kind().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_ticket_acknowledged_unmatched_reaches_the_tables_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let enrich = StubMatcher::new(false);
+        let store = SqliteStore::open_with(&dir.path().join("s.db"), Some(enrich.clone())).unwrap();
+        assert!(store.defers_matching());
+        assert_eq!(
+            store.accept(unmatched(1)).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        // A redelivery is decided at once, and never matched: nothing of it is written but
+        // its audit event.
+        assert_eq!(
+            store.accept(unmatched(1)).await.unwrap(),
+            AcceptOutcome::DuplicateDelivery
+        );
+        assert_eq!(
+            store.body_of("k1").await.unwrap().as_deref(),
+            Some("Disk full 1 for github [k1]")
+        );
+        assert_eq!(
+            kinds(&store, "alertmanager:fp1").await,
+            ["received", "decided", "enqueued", "duplicate_delivery"]
+        );
+        assert_eq!(enrich.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.counts().await.unwrap().pending, 1);
+    }
+
+    #[tokio::test]
+    async fn a_ticket_that_cannot_be_matched_is_kept_with_the_reason_and_nothing_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open_with(&dir.path().join("s.db"), Some(StubMatcher::new(true))).unwrap();
+        assert_eq!(
+            store.accept(unmatched(2)).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        assert_eq!(store.body_of("k2").await.unwrap(), None);
+        assert_eq!(store.counts().await.unwrap().pending, 0);
+        let log = store
+            .audit_log(AuditQuery {
+                ticket: Some("alertmanager:fp2".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let reasons: Vec<&str> = log
+            .iter()
+            .filter_map(|r| match &r.event {
+                AuditEvent::NotEnqueued { reason } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons.len(), 1, "{log:?}");
+        assert!(reasons[0].contains("the index is gone"), "{}", reasons[0]);
+        assert_eq!(store.tickets_since(0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_without_a_matcher_takes_only_matched_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        assert!(!store.defers_matching());
+        assert!(store.accept(unmatched(3)).await.is_err());
+        assert_eq!(store.counts().await.unwrap().pending, 0);
+    }
+
+    #[tokio::test]
+    async fn unmatched_records_left_in_the_log_are_matched_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut record = Prepared::new(unmatched(4)).unwrap();
+        record.decided = Some(Decided {
+            outcome: AcceptOutcome::Stored,
+            event: Some(
+                serde_json::to_string(&AuditEvent::Enqueued {
+                    delivery_key: "k4".into(),
+                    destination: "github".into(),
+                })
+                .unwrap(),
+            ),
+        });
+        // A run that acknowledged it and died before applying it.
+        let log_dir = journal::dir_for(&db);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let (mut log, _) = Journal::start(&log_dir, 1).unwrap();
+        let mut framed = Vec::new();
+        journal::frame(&mut framed, 1, &Entry::Accept(record).encode());
+        log.append(&framed, 1).unwrap();
+        drop(log);
+
+        // Without the runbooks it cannot be applied, and is left in the log for a start
+        // that has them.
+        match SqliteStore::open(&db) {
+            Err(StoreError::Unmatched(1)) => {}
+            other => panic!("expected Unmatched(1), got {other:?}"),
+        }
+        let enrich = StubMatcher::new(false);
+        let store = SqliteStore::open_with(&db, Some(enrich.clone())).unwrap();
+        assert_eq!(
+            store.body_of("k4").await.unwrap().as_deref(),
+            Some("Disk full 4 for github [k4]")
+        );
+        assert_eq!(
+            kinds(&store, "alertmanager:fp4").await,
+            ["received", "decided", "enqueued"]
+        );
+        assert_eq!(enrich.calls.load(Ordering::SeqCst), 1);
     }
 }
