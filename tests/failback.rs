@@ -233,10 +233,9 @@ async fn sigkill_mid_burst_loses_no_accepted_ticket_and_posts_none_twice() {
     )
     .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    // runlink's own client builder: it installs the TLS crypto provider, which this test
+    // must not rely on an earlier test in the process to have done.
+    let client = runlink::deliver::http_client(Duration::from_secs(5)).unwrap();
     let server = Arc::new(std::sync::Mutex::new(start_server(&config_path)));
     wait_healthy(&client, &base).await;
 
@@ -308,6 +307,43 @@ async fn sigkill_mid_burst_loses_no_accepted_ticket_and_posts_none_twice() {
         !cut_off.is_empty(),
         "the kill came too late: nothing was cut off"
     );
+
+    // The first life answered from its ingest log and matched behind it: what it had not
+    // applied yet is not matched yet. An operator tool opening the store matches it with the
+    // configured runbooks and templates, and sees every acknowledged ticket matched and
+    // queued.
+    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_runlink"))
+        .args(["audit", "--json", "--limit", "100000", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let mut kinds: HashMap<String, Vec<String>> = HashMap::new();
+    for line in String::from_utf8(audit.stdout).unwrap().lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(ticket) = record["ticket"].as_str() {
+            kinds
+                .entry(ticket.to_string())
+                .or_default()
+                .push(record["event"].as_str().unwrap().to_string());
+        }
+    }
+    for n in &accepted {
+        let events = kinds
+            .get(&format!("github:acme/ops#{n}"))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        assert!(
+            events.starts_with(&["received".into(), "decided".into()])
+                && events.contains(&"enqueued".to_string()),
+            "accepted ticket {n}: {events:?}"
+        );
+    }
 
     // Second life on the same store drains what the first one acknowledged.
     let mut server = start_server(&config_path);
