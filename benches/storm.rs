@@ -700,6 +700,7 @@ async fn ingest(args: &[String]) {
         tasks.push(tokio::spawn(async move {
             let body = alertmanager_body(n);
             let t = Instant::now();
+            let sent = t.duration_since(started).as_secs_f64();
             let ok = client
                 .post(url)
                 .header("Content-Type", "application/json")
@@ -712,14 +713,15 @@ async fn ingest(args: &[String]) {
                 latencies
                     .lock()
                     .unwrap()
-                    .push(t.elapsed().as_secs_f64() * 1e3);
+                    .push((t.elapsed().as_secs_f64() * 1e3, sent));
             }
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
-    let mut l = latencies.lock().unwrap().clone();
+    let timed = latencies.lock().unwrap().clone();
+    let mut l: Vec<f64> = timed.iter().map(|(ms, _)| *ms).collect();
     l.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {
         l.get(((l.len() as f64 - 1.0) * p) as usize)
@@ -732,6 +734,21 @@ async fn ingest(args: &[String]) {
         pct(0.99),
         pct(1.0),
         l.len()
+    );
+    // When the slow answers were asked for: a tail that gathers in one second of the run
+    // has one cause at that moment (the applier's batch, a checkpoint, a disk stall).
+    let mut slow = vec![0u32; seconds as usize + 1];
+    for (ms, sent) in &timed {
+        if *ms > 10.0 {
+            slow[(*sent as usize).min(seconds as usize)] += 1;
+        }
+    }
+    println!(
+        "answers over 10 ms by second   {}",
+        slow.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     // The disk's stalls, which a mean fsync hides and a p99 above shows.
     let text = metrics_text(&client, &base).await.unwrap_or_default();

@@ -139,6 +139,8 @@ const APPLY_MAX: usize = 4096;
 /// flusher waits for it, and so do the requests behind it (backpressure, not unbounded
 /// memory). While it gathers, it takes them off the queue as they come.
 const APPLY_QUEUE: usize = 65_536;
+/// Applied records taken out of the overlay per hold of its lock.
+const OVERLAY_SLICE: usize = 64;
 /// The applier thread's nice value (0 is normal, 19 the lowest).
 const APPLY_NICE: libc::c_int = 19;
 /// The applier starts once no record has arrived for this long (unless a reader waits)...
@@ -1408,9 +1410,13 @@ fn apply_loop(
                     }
                 }
             };
-            {
+            // A slice at a time: every accept takes this lock, and this thread runs at the
+            // lowest priority, so holding it for a whole batch could leave acknowledgements
+            // waiting for a thread the scheduler has put last. Records already in the tables
+            // but still in the overlay are not counted twice (`Pending::enrichments`).
+            for slice in batch.chunks(OVERLAY_SLICE) {
                 let mut overlay = overlay.lock().unwrap_or_else(|p| p.into_inner());
-                for record in &batch {
+                for record in slice {
                     overlay.remove(record);
                 }
             }
