@@ -30,7 +30,7 @@ use crate::matcher::{Matcher, MatcherSettings};
 use crate::metrics::Metrics;
 use crate::outbox::postgres::PostgresStore;
 use crate::outbox::sqlite::SqliteStore;
-use crate::outbox::{Enrich, EnrichError, Enriched, Store};
+use crate::outbox::{Comment, Enrich, EnrichError, Enriched, Store};
 use crate::pipeline::{Coalescer, Enricher, MatcherHandle, Pipeline};
 use crate::reload::{self, Reloader};
 use crate::render::Renderer;
@@ -135,7 +135,7 @@ impl Enrich for LazyEnricher {
     fn enrich(
         &self,
         ticket: &crate::ticket::Ticket,
-        delivery: Option<(&str, &str)>,
+        delivery: Option<Comment<'_>>,
     ) -> Result<Enriched, EnrichError> {
         let built = self.built.get_or_init(|| {
             let client = deliver::http_client(self.config.outbox.request_timeout)

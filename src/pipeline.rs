@@ -13,7 +13,7 @@ use crate::audit::AuditEvent;
 use crate::matcher::{Decision, MatchReason, Matcher};
 use crate::metrics::Metrics;
 use crate::outbox::{
-    AcceptOutcome, Accepted, Enrich, EnrichError, Enriched, Matching, NewDelivery, Store,
+    AcceptOutcome, Accepted, Comment, Enrich, EnrichError, Enriched, Matching, NewDelivery, Store,
     StoreError,
 };
 use crate::render::{RenderError, Renderer};
@@ -183,7 +183,7 @@ impl Enricher {
         ticket: &Ticket,
         signature: &AlarmSignature,
         decision: &Arc<Decision>,
-        delivery: Option<(&str, &str)>,
+        delivery: Option<Comment<'_>>,
     ) -> Result<Enriched, PipelineError> {
         let how = match decision.candidates.first() {
             Some(c) if c.confident => match c.reason {
@@ -200,15 +200,21 @@ impl Enricher {
             })
             .inc();
         let body = match delivery {
-            Some((destination, key)) => {
+            Some(Comment {
+                destination,
+                delivery_key,
+            }) => {
                 let template = self
                     .destinations
                     .get(destination)
                     .ok_or_else(|| PipelineError::Destination(destination.to_string()))?;
-                Some(
-                    self.renderer
-                        .render_shared(template, ticket, signature, decision, key)?,
-                )
+                Some(self.renderer.render_shared(
+                    template,
+                    ticket,
+                    signature,
+                    decision,
+                    delivery_key,
+                )?)
             }
             None => None,
         };
@@ -228,7 +234,7 @@ impl Enricher {
     pub async fn enrich_async(
         &self,
         ticket: &Ticket,
-        delivery: Option<(&str, &str)>,
+        delivery: Option<Comment<'_>>,
     ) -> Result<Enriched, PipelineError> {
         let signature = AlarmSignature::of(ticket, &self.normalizer);
         let decision = self.decide(signature.clone()).await?;
@@ -240,7 +246,7 @@ impl Enrich for Enricher {
     fn enrich(
         &self,
         ticket: &Ticket,
-        delivery: Option<(&str, &str)>,
+        delivery: Option<Comment<'_>>,
     ) -> Result<Enriched, EnrichError> {
         let run = || {
             let signature = AlarmSignature::of(ticket, &self.normalizer);
@@ -298,9 +304,10 @@ impl Pipeline {
         let matching = if self.store.defers_matching() {
             Matching::Deferred
         } else {
-            let planned = delivery
-                .as_ref()
-                .map(|d| (d.destination.as_str(), d.delivery_key.as_str()));
+            let planned = delivery.as_ref().map(|d| Comment {
+                destination: &d.destination,
+                delivery_key: &d.delivery_key,
+            });
             let enriched = enricher.enrich_async(&ticket, planned).await?;
             events.insert(1, enriched.decided);
             if let (Some(d), Some(body)) = (delivery.as_mut(), enriched.body) {

@@ -90,17 +90,23 @@ pub struct Enriched {
 #[error("{0}")]
 pub struct EnrichError(pub String);
 
+/// The comment `Enrich` renders: where it goes, and the delivery key its marker carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Comment<'a> {
+    pub destination: &'a str,
+    pub delivery_key: &'a str,
+}
+
 /// Matches and renders behind the ingest log. A store that has one answers a webhook as
 /// soon as the parsed ticket is durable and completes the record before its tables see it:
 /// during a burst the signature, search and rendering wait for spare CPU instead of holding
 /// up acknowledgements, and the tables never hold an unmatched ticket.
 pub trait Enrich: Send + Sync + std::fmt::Debug {
-    /// `delivery`: the destination and delivery key of the comment to render, if one is
-    /// queued.
+    /// `delivery`: the comment to render, if one is queued.
     fn enrich(
         &self,
         ticket: &Ticket,
-        delivery: Option<(&str, &str)>,
+        delivery: Option<Comment<'_>>,
     ) -> Result<Enriched, EnrichError>;
 }
 

@@ -24,9 +24,9 @@ use tokio::sync::{oneshot, watch};
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::keys::KeyFilter;
 use super::{
-    AcceptOutcome, Accepted, AuditQuery, Enrich, EnrichError, Enriched, FSYNC_BUCKETS, ItemState,
-    LogStats, Matching, OutboxCounts, OutboxItem, OutboxRow, Requeue, Settle, Store, StoreError,
-    StoredTicket, fsync_bucket, now_ms,
+    AcceptOutcome, Accepted, AuditQuery, Comment, Enrich, EnrichError, Enriched, FSYNC_BUCKETS,
+    ItemState, LogStats, Matching, OutboxCounts, OutboxItem, OutboxRow, Requeue, Settle, Store,
+    StoreError, StoredTicket, fsync_bucket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -1465,11 +1465,10 @@ fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
         let result = serde_json::from_str::<crate::ticket::Ticket>(&p.ticket_json)
             .map_err(|e| EnrichError(format!("stored ticket is corrupt: {e}")))
             .and_then(|ticket| {
-                let delivery = p
-                    .delivery
-                    .as_ref()
-                    .filter(|_| queued)
-                    .map(|d| (d.destination.as_str(), d.key.as_str()));
+                let delivery = p.delivery.as_ref().filter(|_| queued).map(|d| Comment {
+                    destination: &d.destination,
+                    delivery_key: &d.key,
+                });
                 enrich.enrich(&ticket, delivery)
             })
             .and_then(|enriched| {
@@ -1508,7 +1507,7 @@ impl Enrich for NoMatcher {
     fn enrich(
         &self,
         _: &crate::ticket::Ticket,
-        _: Option<(&str, &str)>,
+        _: Option<Comment<'_>>,
     ) -> Result<Enriched, EnrichError> {
         Err(EnrichError("this store was opened without runbooks".into()))
     }
@@ -2438,7 +2437,7 @@ mod tests {
         fn enrich(
             &self,
             ticket: &crate::ticket::Ticket,
-            delivery: Option<(&str, &str)>,
+            delivery: Option<Comment<'_>>,
         ) -> Result<Enriched, EnrichError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.fail {
@@ -2451,8 +2450,11 @@ mod tests {
                     candidates: Vec::new(),
                     index_version: "v1".into(),
                 },
-                body: delivery.map(|(destination, key)| {
-                    format!("{} for {destination} [{key}]", ticket.title)
+                body: delivery.map(|c| {
+                    format!(
+                        "{} for {} [{}]",
+                        ticket.title, c.destination, c.delivery_key
+                    )
                 }),
             })
         }

@@ -1,0 +1,144 @@
+//! The embedded store answers a webhook before the ticket is matched and matches it behind
+//! its ingest log; a store without a log (PostgreSQL, or a second process on the same
+//! SQLite file) gets it matched before the accept. The two must leave the same comment and
+//! the same audit trail.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runlink::audit::AuditEvent;
+use runlink::deliver::retry::RetryPolicy;
+use runlink::metrics::Metrics;
+use runlink::outbox::sqlite::SqliteStore;
+use runlink::outbox::{AcceptOutcome, AuditQuery, Enrich, Store};
+use runlink::pipeline::{Enricher, Pipeline, delivery_key};
+use runlink::signature::AlarmSignature;
+use runlink::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
+
+fn enricher(config: &runlink::config::Config) -> Arc<Enricher> {
+    let client = runlink::deliver::http_client(Duration::from_secs(5)).unwrap();
+    let policy = RetryPolicy {
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(200),
+        max_attempts: 3,
+    };
+    let (_, templates) =
+        runlink::app::build_destinations(&config.destinations, &client, &policy).unwrap();
+    Arc::new(runlink::app::build_enricher(config, templates, Arc::new(Metrics::new())).unwrap())
+}
+
+fn pipeline(enricher: Arc<Enricher>, store: Arc<dyn Store>) -> Pipeline {
+    Pipeline {
+        metrics: enricher.metrics.clone(),
+        enricher,
+        store,
+        router: Default::default(),
+        max_per_ticket: 3,
+    }
+}
+
+fn crash_looping(n: u64) -> Ticket {
+    let labels: BTreeMap<String, String> = [
+        ("alertname", "KubePodCrashLooping"),
+        ("namespace", "payments"),
+        ("pod", "api-7d9f8b6c5d-x2k4q"),
+        ("severity", "warning"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Ticket {
+        id: TicketId::parse(format!("alertmanager:fp{n}@2026-12-03T07:00:00Z")).unwrap(),
+        source: SourceKind::Alertmanager,
+        delivery: DeliveryId::parse(format!("d-{n}")).unwrap(),
+        title: "[FIRING:1] KubePodCrashLooping".into(),
+        body: String::new(),
+        annotations: [(
+            "description".to_string(),
+            "Pod payments/api-7d9f8b6c5d-x2k4q (api) is restarting 2.5 times / 10 minutes."
+                .to_string(),
+        )]
+        .into_iter()
+        .collect(),
+        alertname: labels.get("alertname").cloned(),
+        labels,
+        reply: Some(ReplyTarget::GithubIssue {
+            owner: "acme".into(),
+            repo: "ops".into(),
+            number: n,
+        }),
+        query: None,
+    }
+}
+
+/// The comment queued for a ticket, and its audit trail without the times.
+async fn left_behind(
+    store: &SqliteStore,
+    ticket: &Ticket,
+    enricher: &Enricher,
+) -> (String, Vec<AuditEvent>) {
+    let key = delivery_key(
+        ticket,
+        &AlarmSignature::key_of(ticket, &enricher.normalizer),
+    );
+    let body = store
+        .body_of(&key)
+        .await
+        .unwrap()
+        .expect("a comment is queued");
+    let events = store
+        .audit_log(AuditQuery {
+            ticket: Some(ticket.id.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    (body, events)
+}
+
+#[tokio::test]
+async fn matching_behind_the_log_leaves_what_matching_before_the_accept_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::test_config(dir.path(), "http://127.0.0.1:9", "");
+    let enricher = enricher(&config);
+
+    let before = SqliteStore::open(&dir.path().join("before.db")).unwrap();
+    let behind = SqliteStore::open_with(
+        &dir.path().join("behind.db"),
+        Some(enricher.clone() as Arc<dyn Enrich>),
+    )
+    .unwrap();
+    assert!(!before.defers_matching());
+    assert!(behind.defers_matching());
+    let inline = pipeline(enricher.clone(), Arc::new(before.clone()));
+    let deferred = pipeline(enricher.clone(), Arc::new(behind.clone()));
+
+    for n in 1..=3 {
+        let ticket = crash_looping(n);
+        assert_eq!(
+            inline.accept(ticket.clone()).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        assert_eq!(
+            deferred.accept(ticket.clone()).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        let (body, events) = left_behind(&behind, &ticket, &enricher).await;
+        assert_eq!(
+            (body.clone(), events.clone()),
+            left_behind(&before, &ticket, &enricher).await
+        );
+        assert!(
+            body.contains("crash"),
+            "the crash-looping runbook is in the comment: {body}"
+        );
+        let kinds: Vec<&str> = events.iter().map(AuditEvent::kind).collect();
+        assert_eq!(kinds, ["received", "decided", "enqueued"]);
+    }
+}
