@@ -139,26 +139,39 @@ pub fn delivery_key(ticket: &Ticket, signature_key: &str) -> String {
 }
 
 impl Enricher {
-    fn coalesce_key(&self, matcher: &Matcher, signature: &AlarmSignature) -> String {
-        format!("{}|{}", matcher.index().version(), signature.match_key())
+    /// The matcher in force, the coalescing key of `signature` under it, and the decision
+    /// already made for that key, if any.
+    fn coalesced(
+        &self,
+        signature: &AlarmSignature,
+    ) -> (Arc<Matcher>, String, Option<Arc<Decision>>) {
+        let matcher = self.matcher.current();
+        let key = format!("{}|{}", matcher.index().version(), signature.match_key());
+        let decision = self.coalescer.get(&key);
+        if decision.is_some() {
+            self.metrics.coalesced.inc();
+        }
+        (matcher, key, decision)
+    }
+
+    fn remember(&self, key: String, decision: Decision) -> Arc<Decision> {
+        let decision = Arc::new(decision);
+        self.coalescer.put(key, &decision);
+        decision
     }
 
     /// Shared, not copied: every ticket of a coalesced alarm holds the same decision, which
     /// also lets the renderer reuse the comment it rendered for it.
     pub async fn decide(&self, signature: AlarmSignature) -> Result<Arc<Decision>, PipelineError> {
-        let matcher = self.matcher.current();
-        let key = self.coalesce_key(&matcher, &signature);
-        if let Some(decision) = self.coalescer.get(&key) {
-            self.metrics.coalesced.inc();
+        let (matcher, key, coalesced) = self.coalesced(&signature);
+        if let Some(decision) = coalesced {
             return Ok(decision);
         }
         let top_k = self.top_k;
         let decision = tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
             .await
             .map_err(|e| PipelineError::Join(e.to_string()))??;
-        let decision = Arc::new(decision);
-        self.coalescer.put(key, &decision);
-        Ok(decision)
+        Ok(self.remember(key, decision))
     }
 
     /// `decide` on the caller's thread, for callers that are not on the async runtime.
@@ -166,15 +179,11 @@ impl Enricher {
         &self,
         signature: &AlarmSignature,
     ) -> Result<Arc<Decision>, PipelineError> {
-        let matcher = self.matcher.current();
-        let key = self.coalesce_key(&matcher, signature);
-        if let Some(decision) = self.coalescer.get(&key) {
-            self.metrics.coalesced.inc();
+        let (matcher, key, coalesced) = self.coalesced(signature);
+        if let Some(decision) = coalesced {
             return Ok(decision);
         }
-        let decision = Arc::new(matcher.decide(signature, self.top_k)?);
-        self.coalescer.put(key, &decision);
-        Ok(decision)
+        Ok(self.remember(key, matcher.decide(signature, self.top_k)?))
     }
 
     /// The audit event and the comment for a decision; counts the match outcome.

@@ -1469,7 +1469,12 @@ fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
                     destination: &d.destination,
                     delivery_key: &d.key,
                 });
-                enrich.enrich(&ticket, delivery)
+                // A panic in the search or a template must cost this ticket its comment,
+                // not the store its applier (every read waits on it).
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    enrich.enrich(&ticket, delivery)
+                }))
+                .unwrap_or_else(|_| Err(EnrichError("matching panicked".into())))
             })
             .and_then(|enriched| {
                 let decided = serde_json::to_string(&enriched.decided)
@@ -1485,11 +1490,17 @@ fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
             }
             Err(error) => {
                 tracing::error!(seq = record.seq, ticket = %p.ticket_id, %error, "cannot match an acknowledged ticket; it is stored, nothing is queued");
-                let event = AuditEvent::NotEnqueued {
+                let event = serde_json::to_string(&AuditEvent::NotEnqueued {
                     reason: format!("cannot match or render: {error}"),
-                };
-                if let Ok(event) = serde_json::to_string(&event) {
-                    p.events.push(event);
+                })
+                .ok();
+                match p.decided.as_mut() {
+                    // It stays stored, as its sender was told; the event that would have
+                    // said "queued" says why it is not.
+                    Some(decided) if decided.outcome == AcceptOutcome::Stored => {
+                        decided.event = event;
+                    }
+                    _ => p.events.extend(event),
                 }
                 p.delivery = None;
             }
@@ -2443,6 +2454,9 @@ mod tests {
             if self.fail {
                 return Err(EnrichError("the index is gone".into()));
             }
+            if ticket.title.contains("panic") {
+                panic!("a template blew up");
+            }
             Ok(Enriched {
                 decided: AuditEvent::Decided {
                     signature: ticket.title.clone(),
@@ -2569,7 +2583,34 @@ mod tests {
             .collect();
         assert_eq!(reasons.len(), 1, "{log:?}");
         assert!(reasons[0].contains("the index is gone"), "{}", reasons[0]);
+        assert_eq!(
+            kinds(&store, "alertmanager:fp2").await,
+            ["received", "not_enqueued"]
+        );
         assert_eq!(store.tickets_since(0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_matching_costs_the_ticket_its_comment_not_the_store_its_applier() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(&dir.path().join("s.db"), Some(StubMatcher::new(false)))
+            .unwrap();
+        let mut doomed = unmatched(5);
+        doomed.ticket.title = "panic at the disco".into();
+        assert_eq!(store.accept(doomed).await.unwrap(), AcceptOutcome::Stored);
+        assert_eq!(
+            store.accept(unmatched(6)).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        assert_eq!(store.body_of("k5").await.unwrap(), None);
+        assert_eq!(
+            store.body_of("k6").await.unwrap().as_deref(),
+            Some("Disk full 6 for github [k6]")
+        );
+        assert_eq!(
+            kinds(&store, "alertmanager:fp5").await,
+            ["received", "not_enqueued"]
+        );
     }
 
     #[tokio::test]
