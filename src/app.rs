@@ -131,12 +131,8 @@ struct LazyEnricher {
     built: std::sync::OnceLock<Result<Enricher, String>>,
 }
 
-impl Enrich for LazyEnricher {
-    fn enrich(
-        &self,
-        ticket: &crate::ticket::Ticket,
-        delivery: Option<Comment<'_>>,
-    ) -> Result<Enriched, EnrichError> {
+impl LazyEnricher {
+    fn built(&self) -> Result<&Enricher, EnrichError> {
         let built = self.built.get_or_init(|| {
             let client = deliver::http_client(self.config.outbox.request_timeout)
                 .map_err(|e| e.to_string())?;
@@ -149,10 +145,21 @@ impl Enrich for LazyEnricher {
             build_enricher(&self.config, templates, Arc::new(Metrics::new()))
                 .map_err(|e| e.to_string())
         });
-        match built {
-            Ok(enricher) => enricher.enrich(ticket, delivery),
-            Err(error) => Err(EnrichError(error.clone())),
-        }
+        built.as_ref().map_err(|error| EnrichError(error.clone()))
+    }
+}
+
+impl Enrich for LazyEnricher {
+    fn ready(&self) -> Result<(), EnrichError> {
+        self.built().map(|_| ())
+    }
+
+    fn enrich(
+        &self,
+        ticket: &crate::ticket::Ticket,
+        delivery: Option<Comment<'_>>,
+    ) -> Result<Enriched, EnrichError> {
+        self.built()?.enrich(ticket, delivery)
     }
 }
 

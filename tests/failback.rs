@@ -309,8 +309,32 @@ async fn sigkill_mid_burst_loses_no_accepted_ticket_and_posts_none_twice() {
     );
 
     // The first life answered from its ingest log and matched behind it: what it had not
-    // applied yet is not matched yet. An operator tool opening the store matches it with the
-    // configured runbooks and templates, and sees every acknowledged ticket matched and
+    // applied yet is not matched yet. An operator tool whose runbooks do not load refuses
+    // to open the store rather than store those tickets without their comments...
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&config_path).unwrap().replace(
+            &common::repo_path("index/runbooks").display().to_string(),
+            &dir.path().join("missing").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let tool = std::process::Command::new(env!("CARGO_BIN_EXE_runlink"))
+        .args(["audit", "--json", "--config"])
+        .arg(&broken)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    // (It refuses when the log holds unmatched tickets, the usual case: the kill lands
+    // before the applier's first pause in the burst. Whether it refused or found nothing to
+    // match, the check below proves it stored no ticket without its comment.)
+    let stderr = String::from_utf8_lossy(&tool.stderr);
+    assert!(
+        tool.status.success() || stderr.contains("acknowledged before they were matched"),
+        "{stderr}"
+    );
+    // ...and one that has them matches it, and sees every acknowledged ticket matched and
     // queued.
     let audit = std::process::Command::new(env!("CARGO_BIN_EXE_runlink"))
         .args(["audit", "--json", "--limit", "100000", "--config"])

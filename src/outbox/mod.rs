@@ -42,6 +42,11 @@ pub enum StoreError {
          open the store with runlink's configuration (its runbooks and templates) to apply them"
     )]
     Unmatched(usize),
+    #[error(
+        "store: the ingest log holds {records} ticket(s) acknowledged before they were matched, \
+         and runlink's runbooks and templates do not load here: {reason}"
+    )]
+    CannotMatch { records: usize, reason: String },
 }
 
 /// One enrichment to post: the key that makes it unique, where it goes, and the exact bytes.
@@ -102,6 +107,13 @@ pub struct Comment<'a> {
 /// during a burst the signature, search and rendering wait for spare CPU instead of holding
 /// up acknowledgements, and the tables never hold an unmatched ticket.
 pub trait Enrich: Send + Sync + std::fmt::Debug {
+    /// Whether it can match at all (its runbooks and templates load). A store asks before
+    /// it applies unmatched records left from a previous run: one that cannot match leaves
+    /// them in the log for a process that can, instead of storing them without a comment.
+    fn ready(&self) -> Result<(), EnrichError> {
+        Ok(())
+    }
+
     /// `delivery`: the comment to render, if one is queued.
     fn enrich(
         &self,

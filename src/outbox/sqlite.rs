@@ -986,6 +986,10 @@ fn start_ingest(
         let Some(enrich) = enrich.as_deref() else {
             return Err(StoreError::Unmatched(unmatched));
         };
+        enrich.ready().map_err(|error| StoreError::CannotMatch {
+            records: unmatched,
+            reason: error.0,
+        })?;
         complete(enrich, &mut backlog);
     }
     if !backlog.is_empty() {
@@ -2474,6 +2478,24 @@ mod tests {
         }
     }
 
+    /// A matcher whose runbooks do not load.
+    #[derive(Debug)]
+    struct Unready;
+
+    impl Enrich for Unready {
+        fn ready(&self) -> Result<(), EnrichError> {
+            Err(EnrichError("runbooks.dir: no such directory".into()))
+        }
+
+        fn enrich(
+            &self,
+            _: &crate::ticket::Ticket,
+            _: Option<Comment<'_>>,
+        ) -> Result<Enriched, EnrichError> {
+            Err(EnrichError("runbooks.dir: no such directory".into()))
+        }
+    }
+
     fn ticket(n: u32) -> crate::ticket::Ticket {
         use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, TicketId};
         crate::ticket::Ticket {
@@ -2646,11 +2668,17 @@ mod tests {
         log.append(&framed, 1).unwrap();
         drop(log);
 
-        // Without the runbooks it cannot be applied, and is left in the log for a start
-        // that has them.
+        // Without the runbooks, or with runbooks that do not load, it cannot be applied,
+        // and is left in the log for a start that has them.
         match SqliteStore::open(&db) {
             Err(StoreError::Unmatched(1)) => {}
             other => panic!("expected Unmatched(1), got {other:?}"),
+        }
+        match SqliteStore::open_with(&db, Some(Arc::new(Unready))) {
+            Err(StoreError::CannotMatch { records: 1, reason }) => {
+                assert!(reason.contains("no such directory"), "{reason}");
+            }
+            other => panic!("expected CannotMatch, got {other:?}"),
         }
         let enrich = StubMatcher::new(false);
         let store = SqliteStore::open_with(&db, Some(enrich.clone())).unwrap();
