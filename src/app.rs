@@ -324,7 +324,6 @@ impl Application {
             store: store.clone(),
             router: crate::routes::Router::new(config.routes.clone()),
             max_per_ticket: config.outbox.max_per_ticket,
-            metrics: metrics.clone(),
         };
         let state = web::Data::new(AppState {
             pipeline,

@@ -42,7 +42,6 @@ pub struct Pipeline {
     pub store: Arc<dyn Store>,
     pub router: Router,
     pub max_per_ticket: u32,
-    pub metrics: Arc<Metrics>,
 }
 
 /// Everything between a ticket and its comment: the signature, the match and the rendering.
@@ -337,7 +336,7 @@ impl Pipeline {
             })
             .await?;
         if outcome == AcceptOutcome::Stored && queued {
-            self.metrics.add_pending(1);
+            self.enricher.metrics.add_pending(1);
         }
         tracing::info!(outcome = ?outcome, matching = ?matching, "ticket accepted");
         Ok(outcome)

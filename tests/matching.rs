@@ -32,7 +32,6 @@ fn enricher(config: &runlink::config::Config) -> Arc<Enricher> {
 
 fn pipeline(enricher: Arc<Enricher>, store: Arc<dyn Store>) -> Pipeline {
     Pipeline {
-        metrics: enricher.metrics.clone(),
         enricher,
         store,
         router: Default::default(),

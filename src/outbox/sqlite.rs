@@ -24,9 +24,9 @@ use tokio::sync::{oneshot, watch};
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::keys::KeyFilter;
 use super::{
-    AcceptOutcome, Accepted, AuditQuery, Comment, Enrich, EnrichError, Enriched, FSYNC_BUCKETS,
-    ItemState, LogStats, Matching, OutboxCounts, OutboxItem, OutboxRow, Requeue, Settle, Store,
-    StoreError, StoredTicket, fsync_bucket, now_ms,
+    AcceptOutcome, Accepted, AuditQuery, Comment, Enrich, EnrichError, FSYNC_BUCKETS, ItemState,
+    LogStats, Matching, OutboxCounts, OutboxItem, OutboxRow, Requeue, Settle, Store, StoreError,
+    StoredTicket, fsync_bucket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -1416,10 +1416,10 @@ fn apply_loop(
         while gathered.peek().is_some() {
             let chunk: Vec<Queued> = gathered.by_ref().take(APPLY_MAX).collect();
             let mut batch = load_batch(chunk);
-            complete(
-                enrich.as_deref().unwrap_or(&NoMatcher as &dyn Enrich),
-                &mut batch,
-            );
+            // Without an `Enrich` the store refuses unmatched accepts: none can be here.
+            if let Some(enrich) = enrich.as_deref() {
+                complete(enrich, &mut batch);
+            }
             let last = loop {
                 match apply_batch(&mut conn, &batch) {
                     Ok(last) => break last,
@@ -1510,21 +1510,6 @@ fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
             }
         }
         p.matched = true;
-    }
-}
-
-/// What completes an unmatched record in a store opened without an `Enrich` (it never
-/// takes one, but a record must not wait forever for a matcher that is not coming).
-#[derive(Debug)]
-struct NoMatcher;
-
-impl Enrich for NoMatcher {
-    fn enrich(
-        &self,
-        _: &crate::ticket::Ticket,
-        _: Option<Comment<'_>>,
-    ) -> Result<Enriched, EnrichError> {
-        Err(EnrichError("this store was opened without runbooks".into()))
     }
 }
 
@@ -2171,6 +2156,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Enriched;
 
     fn prepared(decided: Option<Decided>) -> Prepared {
         Prepared {
