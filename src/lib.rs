@@ -2,14 +2,15 @@
 //!
 //! The modules follow the data flow: `ingest` (one file per source) -> `ticket` ->
 //! `signature` -> `runbooks` / `search` -> `matcher` -> `render` -> `outbox` -> `deliver`
-//! (one file per destination) -> `audit`. `pipeline` is the glue between a parsed ticket and
-//! the store; `app` wires it all into one server.
+//! (one file per destination) -> `audit`. `pipeline` carries one parsed ticket to the store;
+//! `reply_routing` decides where its comment goes. `http` is the HTTP surface, `wiring`
+//! builds the parts from the configuration (for the server and the CLI alike), and
+//! `startup` runs the server.
 
-pub mod api;
-pub mod app;
 pub mod audit;
 pub mod config;
 pub mod deliver;
+pub mod http;
 pub mod ingest;
 pub mod matcher;
 pub mod memo;
@@ -18,9 +19,11 @@ pub mod outbox;
 pub mod pipeline;
 pub mod reload;
 pub mod render;
-pub mod routes;
+pub mod reply_routing;
 pub mod runbooks;
 pub mod search;
 pub mod signature;
+pub mod startup;
 pub mod telemetry;
 pub mod ticket;
+pub mod wiring;

@@ -5,7 +5,9 @@ mod cli;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
+use runlink::startup::Application;
 
 /// A webhook's path allocates several buffers over a kilobyte (the body, the ticket's JSON,
 /// the rendered comment), past glibc's per-thread caches: its allocator took 60,000 of the
@@ -41,11 +43,26 @@ static TUNE_ALLOCATOR: extern "C" fn() = {
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     runlink::telemetry::init();
-    match cli::run(args) {
+    let result = match args.command {
+        cli::Command::Serve { config } => serve(config.as_deref()),
+        command => cli::run(command),
+    };
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("runlink: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = cli::load_config(config)?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config)
+            .await
+            .context("cannot start the server")?;
+        app.run_until_stopped().await.context("server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

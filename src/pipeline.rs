@@ -17,7 +17,7 @@ use crate::outbox::{
     StoreError,
 };
 use crate::render::{RenderError, Renderer};
-use crate::routes::Router;
+use crate::reply_routing::ReplyRouter;
 use crate::search::SearchError;
 use crate::signature::{AlarmSignature, Normalizer};
 use crate::ticket::Ticket;
@@ -40,7 +40,7 @@ pub enum PipelineError {
 pub struct Pipeline {
     pub enricher: Arc<Enricher>,
     pub store: Arc<dyn Store>,
-    pub router: Router,
+    pub router: ReplyRouter,
     pub max_per_ticket: u32,
 }
 
@@ -266,12 +266,17 @@ impl Enrich for Enricher {
                 // Counted as pending when it was acknowledged; nothing will be queued now.
                 self.metrics.add_pending(-1);
             }
-            EnrichError(error.to_string())
+            EnrichError(Box::new(error))
         })
     }
 }
 
 impl Pipeline {
+    /// Runbooks in the index in force.
+    pub fn runbooks(&self) -> usize {
+        self.enricher.matcher.current().index().len()
+    }
+
     #[tracing::instrument(skip_all, fields(ticket = %ticket.id, delivery = %ticket.delivery))]
     pub async fn accept(&self, ticket: Ticket) -> Result<AcceptOutcome, PipelineError> {
         let enricher = &self.enricher;

@@ -8,13 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runlink::app::build_destinations;
 use runlink::config::Config;
 use runlink::deliver::jira_markup::validate_adf;
 use runlink::deliver::retry::{RetryPolicy, Verdict};
 use runlink::deliver::{Destination, http_client};
 use runlink::outbox::OutboxItem;
 use runlink::ticket::{ReplyTarget, TicketId};
+use runlink::wiring::build_destinations;
 use serde_json::{Value, json};
 use wiremock::matchers::{any, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};

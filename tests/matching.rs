@@ -26,8 +26,8 @@ fn enricher(config: &runlink::config::Config) -> Arc<Enricher> {
         max_attempts: 3,
     };
     let (_, templates) =
-        runlink::app::build_destinations(&config.destinations, &client, &policy).unwrap();
-    Arc::new(runlink::app::build_enricher(config, templates, Arc::new(Metrics::new())).unwrap())
+        runlink::wiring::build_destinations(&config.destinations, &client, &policy).unwrap();
+    Arc::new(runlink::wiring::build_enricher(config, templates, Arc::new(Metrics::new())).unwrap())
 }
 
 fn pipeline(enricher: Arc<Enricher>, store: Arc<dyn Store>) -> Pipeline {

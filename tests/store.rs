@@ -27,7 +27,7 @@ struct Backend {
 }
 
 async fn open(url: &StoreUrl) -> Arc<dyn Store> {
-    runlink::app::open_store(url).await.expect("store opens")
+    runlink::wiring::open_store(url).await.expect("store opens")
 }
 
 async fn backends() -> Vec<Backend> {

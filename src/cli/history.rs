@@ -13,10 +13,10 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use runlink::app::open_store_for;
 use runlink::audit::{AuditEvent, AuditRecord};
 use runlink::outbox::{AuditQuery, Store, now_ms};
 use runlink::signature::AlarmSignature;
+use runlink::wiring::open_store_for;
 
 fn since_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
     since

@@ -10,11 +10,11 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use runlink::app::build_matcher;
 use runlink::ingest::manual::ManualTicket;
 use runlink::matcher::{Matcher, MatcherSettings};
 use runlink::signature::{AlarmSignature, Normalizer};
 use runlink::ticket::Ticket;
+use runlink::wiring::build_matcher;
 
 #[derive(Debug, Args)]
 pub struct MatchArgs {

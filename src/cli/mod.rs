@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use runlink::app::Application;
 use runlink::config::Config;
 
 #[derive(Debug, Parser)]
@@ -26,11 +25,11 @@ use runlink::config::Config;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Run the webhook server (defaults: bundled runbooks, SQLite under data/, 127.0.0.1:8080).
     ///
     /// Example: runlink serve --config runlink.toml
@@ -92,9 +91,10 @@ enum Command {
     },
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Serve { config } => serve(config),
+/// Every command but `serve`, which `main` runs itself (the tools never start the server).
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { .. } => unreachable!("`serve` is run by main"),
         Command::Match(args) => match_cmd::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Health { url } => health(&url),
@@ -113,21 +113,10 @@ pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path).context("invalid configuration")
 }
 
-fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = load_config(config.as_deref())?;
-    actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(config)
-            .await
-            .context("cannot start the server")?;
-        app.run_until_stopped().await.context("server failed")?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
 fn migrate(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = load_config(config.as_deref())?;
     actix_web::rt::System::new().block_on(async move {
-        runlink::app::open_store_for(&config)
+        runlink::wiring::open_store_for(&config)
             .await
             .context("cannot migrate the store")?;
         println!("store schema is up to date ({:?})", config.store);

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use runlink::app::open_store_for;
 use runlink::outbox::{ItemState, Requeue};
+use runlink::wiring::open_store_for;
 
 #[derive(Debug, Args)]
 pub struct OutboxArgs {

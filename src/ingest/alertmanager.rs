@@ -8,15 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use actix_web::HttpRequest;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{IngestError, parse_json, read_body};
-use crate::app::AppState;
-use crate::audit::AuditEvent;
+use super::{Inbound, IngestError, Source, parse_json};
+use crate::config::Secret;
 use crate::memo::Memo;
-use crate::outbox::AcceptOutcome;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
 /// The annotation that names the GitHub issue an alert's enrichment goes to.
@@ -48,14 +46,6 @@ struct Alert {
 enum AlertStatus {
     Firing,
     Resolved,
-}
-
-#[derive(Serialize)]
-struct Ack {
-    status: &'static str,
-    accepted: usize,
-    duplicates: usize,
-    resolved: usize,
 }
 
 /// `owner/repo#123` -> a GitHub issue target.
@@ -139,32 +129,30 @@ impl Alert {
     }
 }
 
-#[tracing::instrument(skip_all, fields(source = "alertmanager"))]
-pub async fn webhook(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    super::guarded("alertmanager", &state, handle(req, payload, &state)).await
+/// `POST /webhooks/alertmanager`, verified by a bearer token when one is set.
+#[derive(Debug)]
+pub struct Alertmanager {
+    pub token: Option<Secret>,
 }
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    super::check_bearer(&req, state.sources.alertmanager_token.as_ref())?;
-    let body = read_body(payload, state.max_body_bytes).await?;
-    accept_notification(state, &body, SourceKind::Alertmanager).await
+impl Source for Alertmanager {
+    fn name(&self) -> &'static str {
+        "alertmanager"
+    }
+
+    fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
+        super::check_bearer(req, self.token.as_ref())
+    }
+
+    fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        parse_notification(body, SourceKind::Alertmanager)
+    }
 }
 
-/// Stores every alert of an Alertmanager-shaped notification (`source` says whose shape,
-/// and which payload version it must carry).
-pub(crate) async fn accept_notification(
-    state: &AppState,
-    body: &[u8],
-    source: SourceKind,
-) -> Result<(HttpResponse, &'static str), IngestError> {
+/// Every alert of an Alertmanager-shaped notification (`source` says whose shape, and which
+/// payload version it must carry). Every alert is parsed before any is stored, so a
+/// malformed one refuses the whole notification and the sender's retry carries it again.
+pub(crate) fn parse_notification(body: &[u8], source: SourceKind) -> Result<Inbound, IngestError> {
     let notification: Notification = parse_json(body)?;
     let expected = match source {
         SourceKind::Grafana => "1",
@@ -179,8 +167,6 @@ pub(crate) async fn accept_notification(
             ),
         });
     }
-    // Parse every alert before storing any, so a malformed one refuses the whole
-    // notification and Alertmanager's retry carries it again.
     let mut firing = Vec::new();
     let mut resolved = Vec::new();
     for (i, alert) in notification.alerts.into_iter().enumerate() {
@@ -197,47 +183,7 @@ pub(crate) async fn accept_notification(
             AlertStatus::Resolved => resolved.push(ticket),
         }
     }
-    let mut ack = Ack {
-        status: "accepted",
-        accepted: 0,
-        duplicates: 0,
-        resolved: resolved.len(),
-    };
-    for ticket in &resolved {
-        let event = AuditEvent::Resolved {
-            source: source.to_string(),
-            alertname: ticket.alertname.clone().unwrap_or_default(),
-        };
-        state
-            .pipeline
-            .store
-            .record(Some(&ticket.id), event)
-            .await
-            .map_err(|e| IngestError::Unavailable(e.into()))?;
-    }
-    // Accepted concurrently: they share group commits instead of one fsync each.
-    let outcomes = futures::future::join_all(
-        firing
-            .into_iter()
-            .map(|ticket| state.pipeline.accept(ticket)),
-    )
-    .await;
-    for outcome in outcomes {
-        match outcome.map_err(IngestError::Unavailable)? {
-            AcceptOutcome::Stored => ack.accepted += 1,
-            _ => ack.duplicates += 1,
-        }
-    }
-    let (status, word) = if ack.accepted > 0 {
-        (actix_web::http::StatusCode::ACCEPTED, "accepted")
-    } else if ack.duplicates > 0 {
-        ack.status = "duplicate";
-        (actix_web::http::StatusCode::OK, "duplicate")
-    } else {
-        ack.status = "recorded";
-        (actix_web::http::StatusCode::OK, "ignored")
-    };
-    Ok((HttpResponse::build(status).json(ack), word))
+    Ok(Inbound::Alerts { firing, resolved })
 }
 
 #[cfg(test)]

@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpRequest;
 use serde_json::Value;
 
-use super::{IngestError, invalid_field, parse_json, read_body};
-use crate::app::AppState;
+use super::{Inbound, IngestError, Source, invalid_field, parse_json};
 use crate::config::GenericSource;
 use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
@@ -100,41 +99,28 @@ pub fn ticket_from(
     })
 }
 
-#[tracing::instrument(skip_all, fields(source = "generic", name = %path.as_str(), ticket = tracing::field::Empty))]
-pub async fn webhook(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    let name = path.into_inner();
-    let Some(config) = state.sources.generic.get(&name) else {
-        return Err(IngestError::UnknownSource(format!("generic/{name}")));
-    };
-    super::guarded(
-        "generic",
-        &state,
-        handle(req, payload, &state, &name, config),
-    )
-    .await
+/// `POST /webhooks/generic/{name}`: one per `sources.generic.<name>`.
+#[derive(Debug)]
+pub struct Generic {
+    pub name: String,
+    pub config: GenericSource,
 }
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-    name: &str,
-    config: &GenericSource,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    super::check_bearer(&req, config.token.as_ref())?;
-    let body = read_body(payload, state.max_body_bytes).await?;
-    let doc: Value = parse_json(&body)?;
-    let ticket = ticket_from(name, config, &doc, &body)?;
-    if is_runlink_text(&ticket.body) || is_runlink_text(&ticket.title) {
-        return Ok((
-            super::ignored_response("ticket was written by runlink"),
-            "ignored",
-        ));
+impl Source for Generic {
+    fn name(&self) -> &'static str {
+        "generic"
     }
-    super::accept_one(state, ticket).await
+
+    fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
+        super::check_bearer(req, self.config.token.as_ref())
+    }
+
+    fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        let doc: Value = parse_json(body)?;
+        let ticket = ticket_from(&self.name, &self.config, &doc, body)?;
+        if is_runlink_text(&ticket.body) || is_runlink_text(&ticket.title) {
+            return Ok(Inbound::Ignored("ticket was written by runlink"));
+        }
+        Ok(Inbound::Ticket(Box::new(ticket)))
+    }
 }

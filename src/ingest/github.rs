@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpRequest;
 use serde::Deserialize;
 
-use super::{IngestError, ignored_response, parse_json, read_body};
-use crate::app::AppState;
+use super::{Inbound, IngestError, Source, parse_json};
+use crate::config::Secret;
 use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
@@ -92,50 +92,44 @@ fn ticket_from(event: IssuesEvent, delivery: &str) -> Result<Ticket, IngestError
     })
 }
 
-#[tracing::instrument(skip_all, fields(source = "github", delivery = tracing::field::Empty, ticket = tracing::field::Empty))]
-pub async fn webhook(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    super::guarded("github", &state, handle(req, payload, &state)).await
+/// `POST /webhooks/github`, verified by `X-Hub-Signature-256` when a secret is set.
+#[derive(Debug)]
+pub struct Github {
+    pub secret: Option<Secret>,
 }
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
-    super::check_prefixed_hmac(&req, SIGNATURE, state.sources.github_secret.as_ref(), &body)?;
-    let event = super::required_header(&req, EVENT)?;
-    let delivery = super::required_header(&req, DELIVERY)?;
-    let delivery = DeliveryId::parse(delivery).map_err(|e| IngestError::BadHeader {
-        header: DELIVERY,
-        message: e.to_string(),
-    })?;
-    tracing::Span::current().record("delivery", delivery.as_str());
-    if event == "ping" {
-        return Ok((ignored_response("ping"), "ignored"));
+impl Source for Github {
+    fn name(&self) -> &'static str {
+        "github"
     }
-    if event != "issues" {
-        return Ok((
-            ignored_response("only `issues` events are handled"),
-            "ignored",
-        ));
+
+    fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        super::check_prefixed_hmac(req, SIGNATURE, self.secret.as_ref(), body)?;
+        let event = super::required_header(req, EVENT)?;
+        let delivery = super::required_header(req, DELIVERY)?;
+        let delivery = DeliveryId::parse(delivery).map_err(|e| IngestError::BadHeader {
+            header: DELIVERY,
+            message: e.to_string(),
+        })?;
+        tracing::Span::current().record("delivery", delivery.as_str());
+        if event == "ping" {
+            return Ok(Inbound::Ignored("ping"));
+        }
+        if event != "issues" {
+            return Ok(Inbound::Ignored("only `issues` events are handled"));
+        }
+        let event: IssuesEvent = parse_json(body)?;
+        if event.action != "opened" {
+            return Ok(Inbound::Ignored("only `opened` issues are enriched"));
+        }
+        if event.issue.body.as_deref().is_some_and(is_runlink_text) {
+            return Ok(Inbound::Ignored("issue was written by runlink"));
+        }
+        Ok(Inbound::Ticket(Box::new(ticket_from(
+            event,
+            delivery.as_str(),
+        )?)))
     }
-    let event: IssuesEvent = parse_json(&body)?;
-    if event.action != "opened" {
-        return Ok((
-            ignored_response("only `opened` issues are enriched"),
-            "ignored",
-        ));
-    }
-    if event.issue.body.as_deref().is_some_and(is_runlink_text) {
-        return Ok((ignored_response("issue was written by runlink"), "ignored"));
-    }
-    let ticket = ticket_from(event, delivery.as_str())?;
-    super::accept_one(state, ticket).await
 }
 
 #[cfg(test)]

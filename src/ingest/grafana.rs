@@ -4,10 +4,9 @@
 //! configured the HMAC covers `timestamp:body`, and stale timestamps are refused so a
 //! captured request cannot be replayed later.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpRequest;
 
-use super::{IngestError, read_body};
-use crate::app::AppState;
+use super::{Inbound, IngestError, Source};
 use crate::config::GrafanaSource;
 use crate::ticket::SourceKind;
 
@@ -47,21 +46,17 @@ fn verify(req: &HttpRequest, config: &GrafanaSource, body: &[u8]) -> Result<(), 
     }
 }
 
-#[tracing::instrument(skip_all, fields(source = "grafana"))]
-pub async fn webhook(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    super::guarded("grafana", &state, handle(req, payload, &state)).await
-}
+/// `POST /webhooks/grafana`.
+#[derive(Debug)]
+pub struct Grafana(pub GrafanaSource);
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
-    verify(&req, &state.sources.grafana, &body)?;
-    super::alertmanager::accept_notification(state, &body, SourceKind::Grafana).await
+impl Source for Grafana {
+    fn name(&self) -> &'static str {
+        "grafana"
+    }
+
+    fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        verify(req, &self.0, body)?;
+        super::alertmanager::parse_notification(body, SourceKind::Grafana)
+    }
 }

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpRequest;
 use serde::Deserialize;
 
-use super::{IngestError, ignored_response, invalid_field, parse_json, read_body};
-use crate::app::AppState;
+use super::{Inbound, IngestError, Source, invalid_field, parse_json};
+use crate::config::Secret;
 use crate::render::is_runlink_text;
 use crate::ticket::{ReplyTarget, SourceKind, Ticket, TicketId};
 
@@ -147,42 +147,39 @@ fn ticket_from(issue: Issue, delivery: crate::ticket::DeliveryId) -> Result<Tick
     })
 }
 
-#[tracing::instrument(skip_all, fields(source = "jira", ticket = tracing::field::Empty))]
-pub async fn webhook(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    super::guarded("jira", &state, handle(req, payload, &state)).await
+/// `POST /webhooks/jira`, verified by `X-Hub-Signature` when a secret is set.
+#[derive(Debug)]
+pub struct Jira {
+    pub secret: Option<Secret>,
 }
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
-    super::check_prefixed_hmac(&req, SIGNATURE, state.sources.jira_secret.as_ref(), &body)?;
-    let envelope: Envelope = parse_json(&body)?;
-    if envelope.webhook_event != "jira:issue_created" {
-        return Ok((
-            ignored_response("only `jira:issue_created` events are enriched"),
-            "ignored",
-        ));
+impl Source for Jira {
+    fn name(&self) -> &'static str {
+        "jira"
     }
-    let issue = envelope
-        .issue
-        .ok_or_else(|| invalid_field("issue", "is required for jira:issue_created"))?;
-    let delivery = super::delivery_header(&req, IDENTIFIER)?.unwrap_or_else(|| {
-        // Without the header, the issue itself is the identity: it is created once.
-        crate::ticket::DeliveryId::parse(format!("jira-created:{}", issue.key))
-            .unwrap_or_else(|_| super::body_digest(&body))
-    });
-    let ticket = ticket_from(issue, delivery)?;
-    if is_runlink_text(&ticket.body) {
-        return Ok((ignored_response("issue was written by runlink"), "ignored"));
+
+    fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        super::check_prefixed_hmac(req, SIGNATURE, self.secret.as_ref(), body)?;
+        let envelope: Envelope = parse_json(body)?;
+        if envelope.webhook_event != "jira:issue_created" {
+            return Ok(Inbound::Ignored(
+                "only `jira:issue_created` events are enriched",
+            ));
+        }
+        let issue = envelope
+            .issue
+            .ok_or_else(|| invalid_field("issue", "is required for jira:issue_created"))?;
+        let delivery = super::delivery_header(req, IDENTIFIER)?.unwrap_or_else(|| {
+            // Without the header, the issue itself is the identity: it is created once.
+            crate::ticket::DeliveryId::parse(format!("jira-created:{}", issue.key))
+                .unwrap_or_else(|_| super::body_digest(body))
+        });
+        let ticket = ticket_from(issue, delivery)?;
+        if is_runlink_text(&ticket.body) {
+            return Ok(Inbound::Ignored("issue was written by runlink"));
+        }
+        Ok(Inbound::Ticket(Box::new(ticket)))
     }
-    super::accept_one(state, ticket).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! Inbound webhooks, one file per source. Every source has the same parts: read the body
-//! (bounded), verify the sender, parse the JSON into typed values, turn it into a `Ticket`, and
-//! hand it to the pipeline. The answer tells the sender what to do next: 2xx only once the
-//! ticket is durable, 4xx for "do not retry", 503 + `Retry-After` for "try again later".
+//! Inbound webhooks, one file per source. Every source does the same two things behind the
+//! `Source` trait: verify the sender, and parse the JSON into typed values that become
+//! `Ticket`s. Reading the body, storing the tickets and answering the sender are the HTTP
+//! layer's (`crate::http::webhooks`), the same for every source.
 
 pub mod alertmanager;
 pub mod generic;
@@ -13,22 +13,47 @@ pub mod opsgenie;
 pub mod pagerduty;
 pub mod servicenow;
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use futures::StreamExt;
+use actix_web::HttpRequest;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Serialize;
 use sha2::Sha256;
 
-use crate::outbox::AcceptOutcome;
-use crate::pipeline::PipelineError;
+use crate::ticket::Ticket;
 
+/// What a webhook carried, once its sender is verified and its body parsed.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One ticket, answered with its own outcome. Boxed: a ticket is large and moves
+    /// through here once per webhook.
+    Ticket(Box<Ticket>),
+    /// A notification of several alerts: the firing ones become tickets, the resolved ones
+    /// are only recorded.
+    Alerts {
+        firing: Vec<Ticket>,
+        resolved: Vec<Ticket>,
+    },
+    /// An event runlink does not act on (a ping, an edit, its own comment): answered 2xx so
+    /// the sender does not retry it.
+    Ignored(&'static str),
+}
+
+/// One kind of sender. `admit` runs before the body is read (checks that need the headers
+/// only, so an unauthenticated sender costs no body read); `parse` verifies what needs the
+/// body and turns it into tickets.
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// The name in metrics and logs (`github`, `generic`).
+    fn name(&self) -> &'static str;
+
+    fn admit(&self, _req: &HttpRequest) -> Result<(), IngestError> {
+        Ok(())
+    }
+
+    fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError>;
+}
+
+/// Why a source refused a webhook: something about the request itself, so the sender is
+/// told not to retry it as it is (the HTTP layer picks the status).
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("request body is larger than {limit} bytes")]
-    TooLarge { limit: usize },
-    #[error("cannot read request body: {0}")]
-    Body(String),
     #[error("missing header `{0}`")]
     MissingHeader(&'static str),
     #[error("header `{header}`: {message}")]
@@ -44,95 +69,6 @@ pub enum IngestError {
     Malformed(String),
     #[error("field `{field}`: {message}")]
     InvalidField { field: String, message: String },
-    #[error("ticket could not be stored, try again later")]
-    Unavailable(#[source] PipelineError),
-    #[error("too many deliveries pending ({pending}), try again later")]
-    Overloaded { pending: i64 },
-    #[error("no source named `{0}` is configured")]
-    UnknownSource(String),
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: String,
-    code: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-}
-
-impl IngestError {
-    fn code(&self) -> &'static str {
-        match self {
-            IngestError::TooLarge { .. } => "payload_too_large",
-            IngestError::Body(_) => "unreadable_body",
-            IngestError::MissingHeader(_) => "missing_header",
-            IngestError::BadHeader { .. } => "invalid_header",
-            IngestError::MissingSignature(_) => "missing_signature",
-            IngestError::BadSignature(_) => "invalid_signature",
-            IngestError::Malformed(_) => "malformed_body",
-            IngestError::InvalidField { .. } => "invalid_field",
-            IngestError::Unavailable(_) => "unavailable",
-            IngestError::Overloaded { .. } => "overloaded",
-            IngestError::UnknownSource(_) => "unknown_source",
-        }
-    }
-}
-
-impl ResponseError for IngestError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::UnknownSource(_) => StatusCode::NOT_FOUND,
-            IngestError::MissingSignature(_) | IngestError::BadSignature(_) => {
-                StatusCode::UNAUTHORIZED
-            }
-            IngestError::Unavailable(_) | IngestError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let kind = if status.is_server_error() {
-            "internal"
-        } else if status == StatusCode::UNAUTHORIZED {
-            "auth"
-        } else {
-            "invalid_request"
-        };
-        if let IngestError::Unavailable(cause) = self {
-            tracing::error!(error = %cause, "ticket not stored");
-        } else {
-            tracing::warn!(error = %self, "webhook rejected");
-        }
-        let mut response = HttpResponse::build(status);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            // Senders retry after this; a little spread keeps them from coming back as one.
-            let secs = 5 + rand::random_range(0..5u32);
-            response.insert_header(("Retry-After", secs.to_string()));
-        }
-        response.json(ErrorBody {
-            message: self.to_string(),
-            code: self.code(),
-            kind,
-        })
-    }
-}
-
-/// Reads the body, refusing it as soon as it passes `limit`, so an oversized or endless body
-/// costs at most `limit` bytes of memory.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, IngestError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| IngestError::Body(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(IngestError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 pub fn header<'a>(
@@ -156,6 +92,67 @@ pub fn required_header<'a>(
     name: &'static str,
 ) -> Result<&'a str, IngestError> {
     header(req, name)?.ok_or(IngestError::MissingHeader(name))
+}
+
+/// Every source `[sources]` configures, one value per sender kind, and the generic ones by
+/// name. Built once at start-up; the HTTP layer mounts one path per source.
+#[derive(Debug)]
+pub struct SourceSet {
+    pub github: github::Github,
+    pub alertmanager: alertmanager::Alertmanager,
+    pub grafana: grafana::Grafana,
+    pub pagerduty: pagerduty::Pagerduty,
+    pub jira: jira::Jira,
+    pub opsgenie: opsgenie::Opsgenie,
+    pub servicenow: servicenow::Servicenow,
+    pub generic: GenericSources,
+}
+
+/// The `sources.generic.<name>` sources, by name.
+#[derive(Debug, Default)]
+pub struct GenericSources(std::collections::BTreeMap<String, generic::Generic>);
+
+impl GenericSources {
+    pub fn get(&self, name: &str) -> Option<&generic::Generic> {
+        self.0.get(name)
+    }
+}
+
+impl SourceSet {
+    pub fn new(config: &crate::config::Sources) -> Self {
+        SourceSet {
+            github: github::Github {
+                secret: config.github_secret.clone(),
+            },
+            alertmanager: alertmanager::Alertmanager {
+                token: config.alertmanager_token.clone(),
+            },
+            grafana: grafana::Grafana(config.grafana.clone()),
+            pagerduty: pagerduty::Pagerduty {
+                secrets: config.pagerduty_secrets.clone(),
+            },
+            jira: jira::Jira {
+                secret: config.jira_secret.clone(),
+            },
+            opsgenie: opsgenie::Opsgenie(config.opsgenie.clone()),
+            servicenow: servicenow::Servicenow(config.servicenow.clone()),
+            generic: GenericSources(
+                config
+                    .generic
+                    .iter()
+                    .map(|(name, source)| {
+                        (
+                            name.clone(),
+                            generic::Generic {
+                                name: name.clone(),
+                                config: source.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// Constant-time comparison of secrets, so a wrong token's timing says nothing about the
@@ -267,24 +264,6 @@ pub fn tag_labels<'a>(
         .collect()
 }
 
-/// Hands one ticket to the pipeline and answers its sender.
-pub async fn accept_one(
-    state: &crate::app::AppState,
-    ticket: crate::ticket::Ticket,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    tracing::Span::current().record("ticket", ticket.id.as_str());
-    let ticket_id = ticket.id.to_string();
-    let outcome = state
-        .pipeline
-        .accept(ticket)
-        .await
-        .map_err(IngestError::Unavailable)?;
-    Ok((
-        accepted_response(outcome, &ticket_id),
-        outcome_word(outcome),
-    ))
-}
-
 /// Parses JSON into `T`, naming the path of the field that is wrong.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, IngestError> {
     // Tracking the path costs on every field; only a body that fails needs it.
@@ -304,82 +283,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Inge
             }
         }
     })
-}
-
-#[derive(Serialize)]
-struct Ack<'a> {
-    status: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ticket: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
-
-/// The outcome word used in responses and metrics.
-pub fn outcome_word(outcome: AcceptOutcome) -> &'static str {
-    match outcome {
-        AcceptOutcome::Stored => "accepted",
-        AcceptOutcome::DuplicateDelivery => "duplicate",
-        AcceptOutcome::AlreadyEnriched => "already_enriched",
-        AcceptOutcome::CapReached => "cap_reached",
-    }
-}
-
-pub fn accepted_response(outcome: AcceptOutcome, ticket: &str) -> HttpResponse {
-    let status = if outcome == AcceptOutcome::Stored {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    let word = outcome_word(outcome);
-    HttpResponse::build(status).json(Ack {
-        status: word,
-        ticket: Some(ticket),
-        reason: None,
-    })
-}
-
-/// A 2xx for events runlink does not act on, so the sender does not retry them.
-pub fn ignored_response(reason: &str) -> HttpResponse {
-    HttpResponse::Ok().json(Ack {
-        status: "ignored",
-        ticket: None,
-        reason: Some(reason),
-    })
-}
-
-/// Runs one source's handler with what every source shares: the backpressure check before
-/// anything is read, and metrics for the outcome and latency.
-pub async fn guarded<F>(
-    source: &'static str,
-    state: &crate::app::AppState,
-    handler: F,
-) -> Result<HttpResponse, IngestError>
-where
-    F: std::future::Future<Output = Result<(HttpResponse, &'static str), IngestError>>,
-{
-    let started = std::time::Instant::now();
-    let result = if state.shedding() {
-        Err(IngestError::Overloaded {
-            pending: state.metrics.pending(),
-        })
-    } else {
-        handler.await
-    };
-    let outcome = match &result {
-        Ok((_, word)) => word,
-        Err(IngestError::Overloaded { .. }) => "shed",
-        Err(e) => e.code(),
-    };
-    state.metrics.webhook(source, outcome);
-    state
-        .metrics
-        .ingest_seconds
-        .get_or_create(&crate::metrics::Source {
-            source: source.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    result.map(|(response, _)| response)
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpRequest;
 use serde::Deserialize;
 
-use super::{IngestError, ignored_response, invalid_field, parse_json, read_body};
-use crate::app::AppState;
+use super::{Inbound, IngestError, Source, invalid_field, parse_json};
+use crate::config::OpsgenieSource;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
 #[derive(Debug, Deserialize)]
@@ -39,8 +39,7 @@ struct Alert {
     alias: Option<String>,
 }
 
-fn verify(req: &HttpRequest, state: &AppState) -> Result<(), IngestError> {
-    let config = &state.sources.opsgenie;
+fn verify(req: &HttpRequest, config: &OpsgenieSource) -> Result<(), IngestError> {
     let Some(token) = &config.token else {
         return Ok(());
     };
@@ -88,29 +87,24 @@ fn ticket_from(alert: Alert) -> Result<Ticket, IngestError> {
     })
 }
 
-#[tracing::instrument(skip_all, fields(source = "opsgenie", ticket = tracing::field::Empty))]
-pub async fn webhook(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    super::guarded("opsgenie", &state, handle(req, payload, &state)).await
-}
+/// `POST /webhooks/opsgenie`, verified by the configured custom header.
+#[derive(Debug)]
+pub struct Opsgenie(pub OpsgenieSource);
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    verify(&req, state)?;
-    let body = read_body(payload, state.max_body_bytes).await?;
-    let envelope: Envelope = parse_json(&body)?;
-    if envelope.action != "Create" {
-        return Ok((
-            ignored_response("only `Create` actions are enriched"),
-            "ignored",
-        ));
+impl Source for Opsgenie {
+    fn name(&self) -> &'static str {
+        "opsgenie"
     }
-    let ticket = ticket_from(envelope.alert)?;
-    super::accept_one(state, ticket).await
+
+    fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
+        verify(req, &self.0)
+    }
+
+    fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        let envelope: Envelope = parse_json(body)?;
+        if envelope.action != "Create" {
+            return Ok(Inbound::Ignored("only `Create` actions are enriched"));
+        }
+        Ok(Inbound::Ticket(Box::new(ticket_from(envelope.alert)?)))
+    }
 }

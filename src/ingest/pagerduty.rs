@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpRequest;
 use serde::Deserialize;
 
-use super::{IngestError, ignored_response, invalid_field, parse_json, read_body};
-use crate::app::AppState;
+use super::{Inbound, IngestError, Source, invalid_field, parse_json};
 use crate::config::Secret;
 use crate::render::is_runlink_text;
 use crate::ticket::{ReplyTarget, SourceKind, Ticket, TicketId};
@@ -116,44 +115,40 @@ fn ticket_from(event: Event, delivery: crate::ticket::DeliveryId) -> Result<Tick
     })
 }
 
-#[tracing::instrument(skip_all, fields(source = "pagerduty", ticket = tracing::field::Empty))]
-pub async fn webhook(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    super::guarded("pagerduty", &state, handle(req, payload, &state)).await
+/// `POST /webhooks/pagerduty`; any of the configured secrets verifies a signature (the old
+/// and the new during a rotation).
+#[derive(Debug)]
+pub struct Pagerduty {
+    pub secrets: Vec<Secret>,
 }
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
-    verify(&req, &state.sources.pagerduty_secrets, &body)?;
-    let envelope: Envelope = parse_json(&body)?;
-    let event = envelope.event;
-    match event.event_type.as_str() {
-        "incident.triggered" => {}
-        "incident.annotated" if event.data.content.as_deref().is_some_and(is_runlink_text) => {
-            return Ok((ignored_response("note was written by runlink"), "ignored"));
-        }
-        _ => {
-            return Ok((
-                ignored_response("only `incident.triggered` events are enriched"),
-                "ignored",
-            ));
-        }
+impl Source for Pagerduty {
+    fn name(&self) -> &'static str {
+        "pagerduty"
     }
-    // The header is the documented dedup key; the event id is the same for a retry and
-    // serves when a proxy strips the header.
-    let delivery = match super::delivery_header(&req, WEBHOOK_ID)? {
-        Some(id) => id,
-        None => {
-            crate::ticket::DeliveryId::parse(&event.id).map_err(|e| invalid_field("event.id", e))?
+
+    fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        verify(req, &self.secrets, body)?;
+        let envelope: Envelope = parse_json(body)?;
+        let event = envelope.event;
+        match event.event_type.as_str() {
+            "incident.triggered" => {}
+            "incident.annotated" if event.data.content.as_deref().is_some_and(is_runlink_text) => {
+                return Ok(Inbound::Ignored("note was written by runlink"));
+            }
+            _ => {
+                return Ok(Inbound::Ignored(
+                    "only `incident.triggered` events are enriched",
+                ));
+            }
         }
-    };
-    let ticket = ticket_from(event, delivery)?;
-    super::accept_one(state, ticket).await
+        // The header is the documented dedup key; the event id is the same for a retry and
+        // serves when a proxy strips the header.
+        let delivery = match super::delivery_header(req, WEBHOOK_ID)? {
+            Some(id) => id,
+            None => crate::ticket::DeliveryId::parse(&event.id)
+                .map_err(|e| invalid_field("event.id", e))?,
+        };
+        Ok(Inbound::Ticket(Box::new(ticket_from(event, delivery)?)))
+    }
 }

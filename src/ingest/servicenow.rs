@@ -6,12 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpRequest;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{IngestError, ignored_response, invalid_field, parse_json, read_body};
-use crate::app::AppState;
+use super::{Inbound, IngestError, Source, invalid_field, parse_json};
 use crate::config::ServicenowAuth;
 use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
@@ -127,39 +126,34 @@ fn ticket_from(record: Record) -> Result<Ticket, IngestError> {
     })
 }
 
-#[tracing::instrument(skip_all, fields(source = "servicenow", ticket = tracing::field::Empty))]
-pub async fn webhook(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, IngestError> {
-    super::guarded("servicenow", &state, handle(req, payload, &state)).await
-}
+/// `POST /webhooks/servicenow`, verified by bearer or basic auth as configured.
+#[derive(Debug)]
+pub struct Servicenow(pub ServicenowAuth);
 
-async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(HttpResponse, &'static str), IngestError> {
-    verify(&req, &state.sources.servicenow)?;
-    let body = read_body(payload, state.max_body_bytes).await?;
-    let record: Record = parse_json(&body)?;
-    if record.sys_id.trim().is_empty() {
-        return Err(invalid_field("sys_id", "is empty"));
+impl Source for Servicenow {
+    fn name(&self) -> &'static str {
+        "servicenow"
     }
-    if record
-        .operation
-        .as_deref()
-        .is_some_and(|op| !op.eq_ignore_ascii_case("insert"))
-    {
-        return Ok((
-            ignored_response("only inserted records are enriched"),
-            "ignored",
-        ));
+
+    fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
+        verify(req, &self.0)
     }
-    if record.description.as_deref().is_some_and(is_runlink_text) {
-        return Ok((ignored_response("record was written by runlink"), "ignored"));
+
+    fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
+        let record: Record = parse_json(body)?;
+        if record.sys_id.trim().is_empty() {
+            return Err(invalid_field("sys_id", "is empty"));
+        }
+        if record
+            .operation
+            .as_deref()
+            .is_some_and(|op| !op.eq_ignore_ascii_case("insert"))
+        {
+            return Ok(Inbound::Ignored("only inserted records are enriched"));
+        }
+        if record.description.as_deref().is_some_and(is_runlink_text) {
+            return Ok(Inbound::Ignored("record was written by runlink"));
+        }
+        Ok(Inbound::Ticket(Box::new(ticket_from(record)?)))
     }
-    let ticket = ticket_from(record)?;
-    super::accept_one(state, ticket).await
 }

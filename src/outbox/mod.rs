@@ -91,9 +91,10 @@ pub struct Enriched {
     pub body: Option<String>,
 }
 
+/// Why a ticket could not be matched or rendered, with its cause.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EnrichError(pub String);
+#[error(transparent)]
+pub struct EnrichError(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// The comment `Enrich` renders: where it goes, and the delivery key its marker carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use runlink::app::Application;
 use runlink::config::Config;
 use runlink::ingest::sign_hmac_sha256;
+use runlink::startup::Application;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -7,7 +7,7 @@ use crate::config::{Route, RouteTarget};
 use crate::ticket::{ReplyTarget, Ticket};
 
 #[derive(Debug, Clone, Default)]
-pub struct Router {
+pub struct ReplyRouter {
     routes: Vec<Route>,
 }
 
@@ -30,9 +30,9 @@ pub fn source_name(ticket: &Ticket) -> &str {
         .unwrap_or(ticket.source.as_str())
 }
 
-impl Router {
+impl ReplyRouter {
     pub fn new(routes: Vec<Route>) -> Self {
-        Router { routes }
+        ReplyRouter { routes }
     }
 
     pub fn resolve(&self, ticket: &Ticket) -> Resolution {
@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn the_first_route_whose_target_the_ticket_has_wins() {
-        let router = Router::new(vec![
+        let router = ReplyRouter::new(vec![
             route(Some("github"), "jira", RouteTarget::Fixed("NEVER-1".into())),
             route(
                 Some("alertmanager"),
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_malformed_annotation_is_reported_and_skipped() {
-        let router = Router::new(vec![route(
+        let router = ReplyRouter::new(vec![route(
             None,
             "jira",
             RouteTarget::Annotation("ticket".into()),

@@ -1,0 +1,62 @@
+//! `/healthz` (the process answers), `/readyz` (it can take work now) and `/metrics`.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use super::error::{ApiError, ErrorKind};
+use super::state::Limits;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+pub(super) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+#[derive(Serialize)]
+struct Ready {
+    runbooks: usize,
+    outbox: crate::outbox::OutboxCounts,
+    /// Accepts durable in the ingest log and not yet in the tables: a burst being absorbed.
+    ingest_backlog: u64,
+    shedding: bool,
+}
+
+pub(super) async fn metrics(
+    pipeline: web::Data<Pipeline>,
+    metrics: web::Data<Metrics>,
+) -> HttpResponse {
+    metrics.ingest_backlog.set(pipeline.store.backlog() as i64);
+    if let Some(stats) = pipeline.store.log_stats() {
+        metrics.set_log_stats(stats);
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(metrics.encode())
+}
+
+/// Ready: index loaded, store readable, and not shedding load (a load balancer should send
+/// new work to another replica while this one drains).
+pub(super) async fn readyz(
+    pipeline: web::Data<Pipeline>,
+    metrics: web::Data<Metrics>,
+    limits: web::Data<Limits>,
+) -> Result<HttpResponse, ApiError> {
+    // Not `counts`: a health check must not wait for a burst to be applied.
+    let outbox = pipeline.store.counts_now().await.map_err(|error| {
+        tracing::error!(%error, "store not readable");
+        ApiError::new(ErrorKind::StoreUnavailable, "store unavailable")
+    })?;
+    let ready = Ready {
+        runbooks: pipeline.runbooks(),
+        outbox,
+        ingest_backlog: pipeline.store.backlog(),
+        shedding: limits.shedding(&metrics),
+    };
+    Ok(if ready.shedding || ready.runbooks == 0 {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(ready)
+    } else {
+        HttpResponse::Ok().json(ready)
+    })
+}

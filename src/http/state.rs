@@ -1,0 +1,77 @@
+//! What the handlers share. Each handle is registered as its own `web::Data`, so a handler
+//! names in its signature exactly what it may touch (a health check cannot reach the
+//! reloader, a webhook cannot reach the admin token).
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use crate::config::Secret;
+use crate::ingest::{SourceSet, alertmanager, github, grafana, jira, opsgenie};
+use crate::ingest::{pagerduty, servicenow};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::reload::Reloader;
+
+/// Request limits and the load-shedding threshold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    /// Above this many pending deliveries, new webhooks are shed with 503.
+    pub high_water: u64,
+}
+
+impl Limits {
+    pub fn shedding(&self, metrics: &Metrics) -> bool {
+        metrics.pending() >= self.high_water as i64
+    }
+}
+
+/// `server.admin_token`; admin endpoints are off without it.
+#[derive(Debug)]
+pub struct AdminToken(pub Option<Secret>);
+
+/// Everything `configure` registers.
+#[derive(Clone)]
+pub struct AppState {
+    pub(super) pipeline: web::Data<Pipeline>,
+    pub(super) metrics: web::Data<Metrics>,
+    pub(super) limits: web::Data<Limits>,
+    pub(super) reloader: web::Data<Reloader>,
+    pub(super) admin: web::Data<AdminToken>,
+    pub(super) github: web::Data<github::Github>,
+    pub(super) alertmanager: web::Data<alertmanager::Alertmanager>,
+    pub(super) grafana: web::Data<grafana::Grafana>,
+    pub(super) pagerduty: web::Data<pagerduty::Pagerduty>,
+    pub(super) jira: web::Data<jira::Jira>,
+    pub(super) opsgenie: web::Data<opsgenie::Opsgenie>,
+    pub(super) servicenow: web::Data<servicenow::Servicenow>,
+    pub(super) generic: web::Data<crate::ingest::GenericSources>,
+}
+
+impl AppState {
+    pub fn new(
+        pipeline: Pipeline,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        reloader: Arc<Reloader>,
+        admin: AdminToken,
+        sources: SourceSet,
+    ) -> Self {
+        AppState {
+            pipeline: web::Data::new(pipeline),
+            metrics: web::Data::from(metrics),
+            limits: web::Data::new(limits),
+            reloader: web::Data::from(reloader),
+            admin: web::Data::new(admin),
+            github: web::Data::new(sources.github),
+            alertmanager: web::Data::new(sources.alertmanager),
+            grafana: web::Data::new(sources.grafana),
+            pagerduty: web::Data::new(sources.pagerduty),
+            jira: web::Data::new(sources.jira),
+            opsgenie: web::Data::new(sources.opsgenie),
+            servicenow: web::Data::new(sources.servicenow),
+            generic: web::Data::new(sources.generic),
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The applier: takes logged records into the tables in large transactions, at low
+//! priority, matching on the way those acknowledged unmatched (`Enrich`).
+
+use super::*;
+
+pub(super) fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
+    // Asked once per group the writer decides and per batch applied: keep it prepared.
+    let seq: i64 = conn
+        .prepare_cached("SELECT seq FROM journal_applied WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    Ok(seq.max(0) as u64)
+}
+
+/// Applies logged records in large transactions (a burst costs a few commits, not one per
+/// request), then lets the overlay, the read barrier and the log's segments go.
+///
+/// While webhooks keep arriving the applier only gathers: a failback burst is absorbed by
+/// the log alone, and its records are applied once the flood pauses for `APPLY_QUIET`, once
+/// `DEFER_MAX` records or `DEFER_AGE` have piled up, or as soon as a reader waits on the
+/// tables (the delivery worker, the outbox tools, the audit log). Applying competes with
+/// acknowledging for the same cores; after the burst it competes with nothing.
+pub(super) fn apply_loop(
+    mut conn: Connection,
+    records: std::sync::mpsc::Receiver<Queued>,
+    overlay: Arc<Mutex<Overlay>>,
+    applied: watch::Sender<u64>,
+    hurry: Arc<AtomicBool>,
+    enrich: Option<Arc<dyn Enrich>>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    lower_priority();
+    while let Ok(first) = records.recv() {
+        let mut gathered = vec![first];
+        let started = Instant::now();
+        let mut last_arrival = started;
+        let mut closed = false;
+        while keep_gathering(
+            gathered.len(),
+            started.elapsed(),
+            last_arrival.elapsed(),
+            hurry.load(Ordering::Acquire),
+        ) {
+            // Short waits: a reader's hurry is noticed within a couple of milliseconds.
+            match records.recv_timeout(Duration::from_millis(2)) {
+                Ok(record) => {
+                    gathered.push(record);
+                    while gathered.len() < DEFER_MAX {
+                        match records.try_recv() {
+                            Ok(record) => gathered.push(record),
+                            Err(_) => break,
+                        }
+                    }
+                    last_arrival = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        hurry.store(false, Ordering::Release);
+        // Read back and applied a transaction at a time: the gathered records stay in the
+        // log, not in memory.
+        let mut gathered = gathered.into_iter().peekable();
+        while gathered.peek().is_some() {
+            let chunk: Vec<Queued> = gathered.by_ref().take(APPLY_MAX).collect();
+            let mut batch = load_batch(chunk);
+            // Without an `Enrich` the store refuses unmatched accepts: none can be here.
+            if let Some(enrich) = enrich.as_deref() {
+                complete(enrich, &mut batch);
+            }
+            let last = loop {
+                match apply_batch(&mut conn, &batch) {
+                    Ok(last) => break last,
+                    Err(error) => {
+                        // Everything in the batch is in the log: nothing is lost by waiting.
+                        tracing::error!(%error, "cannot apply the ingest log to the store; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            };
+            // A slice at a time: every accept takes this lock, and this thread runs at the
+            // lowest priority, so holding it for a whole batch could leave acknowledgements
+            // waiting for a thread the scheduler has put last. Records already in the tables
+            // but still in the overlay are not counted twice (`Pending::enrichments`).
+            for slice in batch.chunks(OVERLAY_SLICE) {
+                let mut overlay = overlay.lock().unwrap_or_else(|p| p.into_inner());
+                for record in slice {
+                    overlay.remove(record);
+                }
+            }
+            applied.send_replace(last);
+        }
+        if closed {
+            break;
+        }
+    }
+}
+
+/// Matches and renders the accepts acknowledged unmatched, outside the apply transaction.
+/// One that cannot be matched is still applied: its ticket and audit events are kept, with
+/// the reason nothing is queued, rather than stopping the queue behind it.
+pub(super) fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
+    for record in batch.iter_mut() {
+        let Entry::Accept(p) = &mut record.entry else {
+            continue;
+        };
+        if p.matched {
+            continue;
+        }
+        let outcome = p.decided.as_ref().map(|d| d.outcome);
+        if outcome == Some(AcceptOutcome::DuplicateDelivery) {
+            // Nothing of it is written but its audit event.
+            p.matched = true;
+            continue;
+        }
+        let queued = matches!(outcome, None | Some(AcceptOutcome::Stored));
+        let result = serde_json::from_str::<crate::ticket::Ticket>(&p.ticket_json)
+            .map_err(|e| EnrichError(format!("stored ticket is corrupt: {e}").into()))
+            .and_then(|ticket| {
+                let delivery = p.delivery.as_ref().filter(|_| queued).map(|d| Comment {
+                    destination: &d.destination,
+                    delivery_key: &d.key,
+                });
+                // A panic in the search or a template must cost this ticket its comment,
+                // not the store its applier (every read waits on it).
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    enrich.enrich(&ticket, delivery)
+                }))
+                .unwrap_or_else(|_| Err(EnrichError("matching panicked".into())))
+            })
+            .and_then(|enriched| {
+                let decided = serde_json::to_string(&enriched.decided)
+                    .map_err(|e| EnrichError(Box::new(e)))?;
+                Ok((decided, enriched.body))
+            });
+        match result {
+            Ok((decided, body)) => {
+                p.events.insert(1.min(p.events.len()), decided);
+                if let (Some(d), Some(body)) = (p.delivery.as_mut(), body) {
+                    d.body = body;
+                }
+            }
+            Err(error) => {
+                tracing::error!(seq = record.seq, ticket = %p.ticket_id, %error, "cannot match an acknowledged ticket; it is stored, nothing is queued");
+                let event = serde_json::to_string(&AuditEvent::NotEnqueued {
+                    reason: format!("cannot match or render: {error}"),
+                })
+                .ok();
+                match p.decided.as_mut() {
+                    // It stays stored, as its sender was told; the event that would have
+                    // said "queued" says why it is not.
+                    Some(decided) if decided.outcome == AcceptOutcome::Stored => {
+                        decided.event = event;
+                    }
+                    _ => p.events.extend(event),
+                }
+                p.delivery = None;
+            }
+        }
+        p.matched = true;
+    }
+}
+
+/// Whether the applier goes on gathering instead of applying what it holds.
+pub(super) fn keep_gathering(
+    held: usize,
+    oldest: Duration,
+    quiet: Duration,
+    reader_waits: bool,
+) -> bool {
+    held < DEFER_MAX && !reader_waits && oldest < DEFER_AGE && quiet < APPLY_QUIET
+}
+
+/// Acknowledging webhooks comes first: during a burst the applier takes what CPU is left and
+/// catches up after (the log holds its backlog). It still gets a share, so deliveries keep
+/// flowing while the burst lasts.
+pub(super) fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on this thread's own id.
+        let result = unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, APPLY_NICE)
+        };
+        if result != 0 {
+            tracing::debug!("cannot lower the store applier's priority");
+        }
+    }
+}
+
+/// Reads a batch back from the log. The bytes were fsync'd before their senders were
+/// answered, so a record that cannot be read is a disk failure: retried, never skipped.
+pub(super) fn load_batch(queued: Vec<Queued>) -> Vec<Logged> {
+    let mut batch = Vec::with_capacity(queued.len());
+    for q in queued {
+        loop {
+            match q.load() {
+                Ok(logged) => {
+                    batch.push(logged);
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(seq = q.seq, %error, "cannot read back an ingest log record; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    batch
+}
+
+/// Applies the records after the store's high-water mark in one transaction and moves the
+/// mark; returns it. A record that fails on its own is reported and skipped, so one bad
+/// record cannot stop the queue.
+pub(super) fn apply_batch(conn: &mut Connection, batch: &[Logged]) -> Result<u64, StoreError> {
+    match apply_all(conn, batch, false) {
+        Ok(last) => Ok(last),
+        Err(error) => {
+            tracing::warn!(%error, "apply failed; applying the batch record by record");
+            apply_all(conn, batch, true)
+        }
+    }
+}
+
+pub(super) fn apply_all(
+    conn: &mut Connection,
+    batch: &[Logged],
+    isolate: bool,
+) -> Result<u64, StoreError> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied = applied_seq(&tx)?;
+    let mut last = applied;
+    for record in batch.iter().filter(|r| r.seq > applied) {
+        if isolate {
+            let sp = tx.savepoint()?;
+            match apply_one(&sp, record) {
+                Ok(()) => sp.commit()?,
+                Err(error) => {
+                    tracing::error!(seq = record.seq, %error, "ingest log record cannot be applied; skipped");
+                }
+            }
+        } else {
+            apply_one(&tx, record)?;
+        }
+        last = last.max(record.seq);
+    }
+    tx.prepare_cached("UPDATE journal_applied SET seq = ?1 WHERE id = 1")?
+        .execute([last as i64])?;
+    tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
+    tx.commit()?;
+    Ok(last)
+}
+
+pub(super) fn apply_one(tx: &Connection, record: &Logged) -> Result<(), StoreError> {
+    match &record.entry {
+        Entry::Accept(p) => match &p.decided {
+            Some(d) => write_accept(tx, p, d.outcome, d.event.as_deref())?,
+            None => {
+                accept_one(tx, p)?;
+            }
+        },
+        Entry::Audit(a) => insert_audit_raw(tx, a.at_ms, a.ticket.as_deref(), &a.kind, &a.detail)?,
+    }
+    Ok(())
+}
+
+/// Decides against the tables and writes: the path of a store that does not own the log.
+pub(super) fn accept_one(tx: &Connection, p: &Prepared) -> Result<AcceptOutcome, StoreError> {
+    let (outcome, event) = decide(&Tables(tx), p)?;
+    let event = event.as_ref().map(serde_json::to_string).transpose()?;
+    write_accept(tx, p, outcome, event.as_deref())?;
+    Ok(outcome)
+}
+
+/// Writes a decided accept: the ticket (unless it is a duplicate delivery), the queued
+/// delivery (if stored) and its audit events.
+pub(super) fn write_accept(
+    tx: &Connection,
+    p: &Prepared,
+    outcome: AcceptOutcome,
+    last: Option<&str>,
+) -> Result<(), StoreError> {
+    let ticket_id = Some(p.ticket_id.as_str());
+    if outcome == AcceptOutcome::DuplicateDelivery {
+        if let Some(event) = last {
+            insert_audit_raw(tx, p.at_ms, ticket_id, "duplicate_delivery", event)?;
+        }
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (source, delivery_id) DO NOTHING",
+    )?
+    .execute(params![
+        p.source,
+        p.delivery_id,
+        p.ticket_id,
+        p.signature_key,
+        p.at_ms,
+        p.ticket_json,
+    ])?;
+    if let (AcceptOutcome::Stored, Some(d)) = (outcome, &p.delivery) {
+        tx.prepare_cached(
+            "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
+                                 next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
+        )?
+        .execute(params![
+            d.key,
+            p.ticket_id,
+            d.destination,
+            d.target_json,
+            d.body,
+            p.at_ms
+        ])?;
+    }
+    // The events of one accept go in one audit row: fewer rows and index entries per
+    // webhook. `audit_log` reads them back one by one.
+    let mut batch =
+        String::with_capacity(p.events.iter().map(|d| d.len() + 1).sum::<usize>() + 256);
+    batch.push('[');
+    for (i, detail) in p.events.iter().enumerate() {
+        if i > 0 {
+            batch.push(',');
+        }
+        batch.push_str(detail);
+    }
+    if let Some(last) = last {
+        if !p.events.is_empty() {
+            batch.push(',');
+        }
+        batch.push_str(last);
+    }
+    batch.push(']');
+    insert_audit_raw(tx, p.at_ms, ticket_id, BATCH_KIND, &batch)
+}
+
+/// The audit `kind` of a row that holds a JSON array of events.
+pub(super) const BATCH_KIND: &str = "batch";
+
+pub(super) fn insert_audit_raw(
+    tx: &Connection,
+    at: i64,
+    ticket: Option<&str>,
+    kind: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![at, ticket, kind, detail])?;
+    Ok(())
+}
+
+pub(super) fn insert_audit(
+    tx: &Connection,
+    at: i64,
+    ticket: Option<&str>,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    insert_audit_raw(tx, at, ticket, event.kind(), &serde_json::to_string(event)?)
+}

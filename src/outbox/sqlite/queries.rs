@@ -1,0 +1,455 @@
+//! The `Store` operations that read and write the tables directly: claims, settles,
+//! pauses, the audit log, counts and the operator listings.
+
+use super::*;
+
+pub(super) const ROW_COLUMNS: &str = "id, delivery_key, ticket_id, destination, state, attempts, \
+                           next_attempt_at, last_error, created_at";
+
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        delivery_key: r.get(1)?,
+        ticket: r.get(2)?,
+        destination: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_ms: r.get(6)?,
+        last_error: r.get(7)?,
+        created_ms: r.get(8)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn defers_matching(&self) -> bool {
+        self.inner.ingest.is_some() && self.inner.enrich.is_some()
+    }
+
+    async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
+        if accepted.matching == Matching::Deferred && !self.defers_matching() {
+            return Err(StoreError::Join(
+                "this store cannot take an unmatched ticket".into(),
+            ));
+        }
+        let prepared = Prepared::new(accepted)?;
+        if self.inner.ingest.is_none() {
+            return self
+                .with_conn(move |conn| {
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let outcome = accept_one(&tx, &prepared)?;
+                    tx.commit()?;
+                    Ok(outcome)
+                })
+                .await;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(Entry::Accept(prepared), Reply::Accept(reply))
+            .await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Join("ingest log writer stopped".into()))?
+    }
+
+    async fn claim_due(
+        &self,
+        destination: &str,
+        now: i64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let items = self.claim(destination, now, limit, lease).await?;
+        // Under a burst the applier may be behind: what it has applied is claimed at once,
+        // and only an empty claim waits for the rest.
+        if items.is_empty() && self.behind() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.caught_up()).await;
+            return self.claim(destination, now, limit, lease).await;
+        }
+        Ok(items)
+    }
+
+    async fn settle(
+        &self,
+        item: &OutboxItem,
+        settle: Settle,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let id = item.id;
+        let lease = item.lease_until_ms;
+        let ticket = item.ticket.to_string();
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            match &settle {
+                Settle::Delivered => tx.execute(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
+                            claims = attempts + 1, uncertain = 0,
+                            lease_until = 0, last_error = NULL, updated_at = ?2
+                     WHERE id = ?1",
+                    params![id, now],
+                )?,
+                Settle::RetryAt {
+                    at_ms,
+                    error,
+                    uncertain,
+                } => tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, claims = attempts + 1,
+                            next_attempt_at = ?2, lease_until = 0, last_error = ?3,
+                            uncertain = (uncertain OR ?5), updated_at = ?4
+                     WHERE id = ?1 AND lease_until = ?6",
+                    params![id, at_ms, error, now, uncertain, lease],
+                )?,
+                Settle::Dead { error } => tx.execute(
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
+                            claims = attempts + 1, lease_until = 0,
+                            last_error = ?2, updated_at = ?3
+                     WHERE id = ?1 AND lease_until = ?4",
+                    params![id, error, now, lease],
+                )?,
+            };
+            insert_audit(&tx, now, Some(&ticket), &event)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pause(&self, destination: &str, until_ms: i64) -> Result<(), StoreError> {
+        let destination = destination.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO pauses (destination, until) VALUES (?1, ?2)
+                 ON CONFLICT (destination) DO UPDATE SET until = MAX(until, excluded.until)",
+                params![destination, until_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn paused_until(&self, destination: &str) -> Result<i64, StoreError> {
+        let destination = destination.to_string();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT until FROM pauses WHERE destination = ?1",
+                    [destination],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn release(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        let (id, lease, uncertain) = (item.id, item.lease_until_ms, item.uncertain);
+        self.with_conn(move |conn| {
+            conn.execute(
+                // Given back unsent by this owner, but an earlier owner's unsettled claim
+                // may have posted: an item claimed uncertain stays uncertain.
+                "UPDATE outbox SET lease_until = 0, claims = attempts,
+                                   uncertain = (uncertain OR ?3)
+                 WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
+                params![id, lease, uncertain],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record(&self, ticket: Option<&TicketId>, event: AuditEvent) -> Result<(), StoreError> {
+        let row = AuditRow::new(ticket, &event)?;
+        if self.inner.ingest.is_none() {
+            return self
+                .with_conn(move |conn| {
+                    insert_audit_raw(
+                        conn,
+                        row.at_ms,
+                        row.ticket.as_deref(),
+                        &row.kind,
+                        &row.detail,
+                    )
+                })
+                .await;
+        }
+        // Through the log, so the audit log keeps the order things were acknowledged in.
+        let (reply, answer) = oneshot::channel();
+        self.submit(Entry::Audit(row), Reply::Audit(reply)).await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Join("ingest log writer stopped".into()))?
+    }
+
+    async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.caught_up().await;
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT at, ticket_id, detail, kind FROM audit
+                 WHERE (?1 IS NULL OR ticket_id = ?1) AND at >= ?2
+                 ORDER BY id LIMIT ?3",
+            )?;
+            let limit = query.limit.map(|l| l as i64).unwrap_or(-1);
+            let rows = stmt.query_map(
+                params![query.ticket, query.since_ms.unwrap_or(0), limit],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (at_ms, ticket, detail, kind) = row?;
+                let events: Vec<AuditEvent> = if kind == BATCH_KIND {
+                    serde_json::from_str(&detail)?
+                } else {
+                    vec![serde_json::from_str(&detail)?]
+                };
+                for event in events {
+                    out.push(AuditRecord {
+                        at_ms,
+                        ticket: ticket.clone(),
+                        event,
+                    });
+                }
+            }
+            // The limit counted rows; a batch row holds several events.
+            if let Some(limit) = query.limit {
+                out.truncate(limit);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.caught_up().await;
+        self.counts_now().await
+    }
+
+    async fn counts_now(&self) -> Result<OutboxCounts, StoreError> {
+        self.with_conn(|conn| {
+            let mut counts = OutboxCounts::default();
+            let mut stmt =
+                conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (state, n) = row?;
+                let n = n.max(0) as u64;
+                match state.as_str() {
+                    "pending" => counts.pending = n,
+                    "delivered" => counts.delivered = n,
+                    "dead" => counts.dead = n,
+                    _ => {}
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    fn log_stats(&self) -> Option<LogStats> {
+        self.inner.ingest.as_ref().map(|i| {
+            let fsyncs: [u64; FSYNC_BUCKETS.len() + 1] =
+                std::array::from_fn(|b| i.log.fsyncs[b].load(Ordering::Relaxed));
+            LogStats {
+                writes: fsyncs.iter().sum(),
+                records: i.log.records.load(Ordering::Relaxed),
+                fsync_seconds: Duration::from_nanos(i.log.fsync_nanos.load(Ordering::Relaxed))
+                    .as_secs_f64(),
+                fsyncs,
+            }
+        })
+    }
+
+    fn backlog(&self) -> u64 {
+        self.inner.ingest.as_ref().map_or(0, |i| {
+            i.logged
+                .load(Ordering::SeqCst)
+                .saturating_sub(*i.applied.borrow())
+        })
+    }
+
+    async fn orphans(&self, known: &[&str]) -> Result<Vec<OutboxRow>, StoreError> {
+        self.caught_up().await;
+        let known: Vec<String> = known.iter().map(|k| k.to_string()).collect();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {ROW_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], read_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let row = row?;
+                if !known.contains(&row.destination) {
+                    out.push(row);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        state: Option<ItemState>,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.caught_up().await;
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {ROW_COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1)
+                 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![state.map(ItemState::as_str), limit as i64],
+                read_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn tickets_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredTicket>, StoreError> {
+        self.caught_up().await;
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT received_at, ticket FROM tickets WHERE received_at >= ?1
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![since_ms, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (received_ms, json) = row?;
+                out.push(StoredTicket {
+                    received_ms,
+                    ticket: serde_json::from_str(&json)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn requeue(&self, which: Requeue) -> Result<u64, StoreError> {
+        self.caught_up().await;
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let sql = "UPDATE outbox SET state = 'pending', attempts = 0, claims = 0,
+                              next_attempt_at = ?1, lease_until = 0, updated_at = ?1
+                       WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)";
+            let id = match which {
+                Requeue::One(id) => Some(id),
+                Requeue::AllDead => None,
+            };
+            Ok(conn.execute(sql, params![now, id])? as u64)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn claim(
+        &self,
+        destination: &str,
+        now: i64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let destination = destination.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let lease_until = now + lease.as_millis() as i64;
+            let items = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, delivery_key, ticket_id, destination, target, body, attempts,
+                            claims, uncertain, created_at
+                     FROM outbox
+                     WHERE destination = ?3 AND state = 'pending'
+                       AND next_attempt_at <= ?1 AND lease_until <= ?1
+                     ORDER BY next_attempt_at, id
+                     LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now, limit as i64, destination], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, u32>(6)?,
+                        r.get::<_, u32>(7)?,
+                        r.get::<_, bool>(8)?,
+                        r.get::<_, i64>(9)?,
+                    ))
+                })?;
+                let mut items = Vec::new();
+                for row in rows {
+                    let (
+                        id,
+                        delivery_key,
+                        ticket,
+                        destination,
+                        target,
+                        body,
+                        attempts,
+                        claims,
+                        uncertain,
+                        created_ms,
+                    ) = row?;
+                    items.push(OutboxItem {
+                        id,
+                        delivery_key,
+                        ticket: TicketId::parse(ticket)
+                            .map_err(|e| StoreError::Join(format!("stored ticket id {e}")))?,
+                        destination,
+                        target: serde_json::from_str(&target)?,
+                        body,
+                        attempts,
+                        uncertain: uncertain || claims > attempts,
+                        created_ms,
+                        lease_until_ms: lease_until,
+                    });
+                }
+                items
+            };
+            for item in &items {
+                tx.execute(
+                    "UPDATE outbox SET lease_until = ?2, claims = attempts + 1 WHERE id = ?1",
+                    params![item.id, lease_until],
+                )?;
+            }
+            tx.commit()?;
+            Ok(items)
+        })
+        .await
+    }
+
+    /// The body stored for a delivery key, for tests and `runlink audit`.
+    pub async fn body_of(&self, delivery_key: &str) -> Result<Option<String>, StoreError> {
+        self.caught_up().await;
+        let key = delivery_key.to_string();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT body FROM outbox WHERE delivery_key = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,193 @@
+//! `Application::build(config)` wires everything, once: the parts `wiring` builds from the
+//! configuration, the delivery worker, the reloader and the HTTP server. Tests start this
+//! very same application on port 0, so what they exercise is what ships. Nothing else in the
+//! crate imports this module.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::App;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::deliver;
+use crate::http::{AdminToken, AppState, Limits};
+use crate::ingest::SourceSet;
+use crate::matcher::MatcherSettings;
+use crate::metrics::Metrics;
+use crate::outbox::Store;
+use crate::pipeline::Pipeline;
+use crate::reload::{self, Reloader};
+use crate::wiring::{
+    BuildError, build_destinations, build_enricher, open_store_with, retry_policy,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("config key `store.url`: {0}")]
+    Store(#[from] crate::outbox::StoreError),
+    #[error("config key `server.listen`: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    worker: Option<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let client =
+            deliver::http_client(config.outbox.request_timeout).map_err(BuildError::from)?;
+        let (destinations, templates) =
+            build_destinations(&config.destinations, &client, &retry_policy(&config))?;
+        let metrics = Arc::new(Metrics::new());
+        tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
+        let enricher = Arc::new(build_enricher(&config, templates, metrics.clone())?);
+        let store = open_store_with(&config.store, Some(enricher.clone())).await?;
+        let open = config.sources.unauthenticated();
+        if !open.is_empty() {
+            tracing::warn!(
+                sources = %open.join(", "),
+                "no secret or token configured: these sources accept unauthenticated webhooks"
+            );
+        }
+
+        metrics.set_pending(store.counts().await?.pending as i64);
+        let reloader = Arc::new(Reloader {
+            dir: config.runbooks_dir.clone(),
+            base_url: config.runbooks_base_url.clone(),
+            settings: MatcherSettings {
+                top_k: config.matcher.top_k,
+                min_confidence: config.matcher.min_confidence,
+            },
+            matcher: enricher.matcher.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            running: tokio::sync::Mutex::new(()),
+        });
+        let pipeline = Pipeline {
+            enricher,
+            store: store.clone(),
+            router: crate::reply_routing::ReplyRouter::new(config.routes.clone()),
+            max_per_ticket: config.outbox.max_per_ticket,
+        };
+        let state = AppState::new(
+            pipeline,
+            metrics.clone(),
+            Limits {
+                max_body_bytes: config.max_body_bytes,
+                high_water: config.outbox.high_water,
+            },
+            reloader.clone(),
+            AdminToken(config.admin_token.clone()),
+            SourceSet::new(&config.sources),
+        );
+
+        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?
+            .port();
+        let server = actix_web::HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(crate::http::request_span))
+                .configure(crate::http::configure(&state))
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?
+        .run();
+        tracing::info!(port, "listening");
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(reload::on_sighup(reloader.clone(), shutdown_rx.clone()));
+        if let Some(interval) = config.runbooks_watch {
+            tokio::spawn(reload::watch(reloader, interval, shutdown_rx.clone()));
+        }
+        if store.shared() {
+            tokio::spawn(resync_pending(
+                store.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        let worker = config.outbox.worker.then(|| {
+            tokio::spawn(deliver::run_workers(
+                store,
+                Arc::new(destinations),
+                config.outbox.clone(),
+                metrics,
+                shutdown_rx,
+            ))
+        });
+        Ok(Application {
+            port,
+            server,
+            worker,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM or a handle), then lets the worker finish
+    /// what it is posting; everything else stays in the store for the next start.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.shutdown.send(true);
+        if let Some(worker) = self.worker {
+            let _ = worker.await;
+        }
+        result
+    }
+}
+
+/// The pending count each replica keeps is its own accepts minus its own deliveries; with
+/// several replicas on one database it drifts. Reading the store's count now and then keeps
+/// the gauge, and load shedding that uses it, true.
+async fn resync_pending(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        match store.pending().await {
+            Ok(pending) => metrics.set_pending(pending as i64),
+            Err(error) => tracing::warn!(%error, "cannot read outbox counts"),
+        }
+    }
+}
