@@ -432,7 +432,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     .await;
     for store in opened {
         let store = store.expect("every replica starts");
-        assert_eq!(store.migrate().await.unwrap(), 4);
+        assert_eq!(store.migrate().await.unwrap(), 5);
     }
 }
 

@@ -9,6 +9,9 @@ pub mod keys;
 pub mod postgres;
 pub mod sqlite;
 
+mod decision;
+mod sql;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -220,6 +223,19 @@ pub struct OutboxCounts {
     pub pending: u64,
     pub delivered: u64,
     pub dead: u64,
+}
+
+impl OutboxCounts {
+    /// Counts one `state, COUNT(*)` row.
+    fn add(&mut self, state: &str, n: i64) {
+        let n = n.max(0) as u64;
+        match state {
+            "pending" => self.pending = n,
+            "delivered" => self.delivered = n,
+            "dead" => self.dead = n,
+            _ => {}
+        }
+    }
 }
 
 /// Totals of an ingest log since the start: records per write is how well group commit

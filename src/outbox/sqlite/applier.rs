@@ -2,6 +2,7 @@
 //! priority, matching on the way those acknowledged unmatched (`Enrich`).
 
 use super::*;
+use crate::outbox::sql;
 
 pub(super) fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
     // Asked once per group the writer decides and per batch applied: keep it prepared.
@@ -347,7 +348,7 @@ pub(super) fn insert_audit_raw(
     kind: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
+    tx.prepare_cached(sql::INSERT_AUDIT.sqlite())?
         .execute(params![at, ticket, kind, detail])?;
     Ok(())
 }

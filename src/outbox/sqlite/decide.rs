@@ -2,13 +2,7 @@
 //! logged and not applied yet (the overlay), with a Bloom filter so a new key costs no read.
 
 use super::*;
-
-/// What the dedup and cap decisions need to know about what is already stored.
-pub(super) trait Seen {
-    fn delivery(&self, source: &str, delivery_id: &str) -> Result<bool, StoreError>;
-    fn key(&self, delivery_key: &str) -> Result<bool, StoreError>;
-    fn enrichments(&self, ticket_id: &str) -> Result<i64, StoreError>;
-}
+use crate::outbox::decision::{self, AcceptKeys, Seen};
 
 /// What the tables hold.
 pub(super) struct Tables<'a>(pub(super) &'a Connection);
@@ -241,41 +235,23 @@ pub(super) fn build_filter(conn: &Connection, overlay: &Overlay) -> Result<KeyFi
     Ok(filter)
 }
 
-/// The dedup and cap decisions for one accept, and the audit event that records them. The
-/// log's appenders and the applier both decide through here, so they cannot disagree.
+/// The shared rule (`outbox::decision`) for one prepared accept. The log's appenders and the
+/// applier both decide through here, so they cannot disagree.
 pub(super) fn decide(
     seen: &impl Seen,
     p: &Prepared,
 ) -> Result<(AcceptOutcome, Option<AuditEvent>), StoreError> {
-    if seen.delivery(&p.source, &p.delivery_id)? {
-        let event = AuditEvent::DuplicateDelivery {
-            source: p.source.clone(),
-            delivery: p.delivery_id.clone(),
-        };
-        return Ok((AcceptOutcome::DuplicateDelivery, Some(event)));
-    }
-    let Some(delivery) = &p.delivery else {
-        return Ok((AcceptOutcome::Stored, None));
-    };
-    if seen.key(&delivery.key)? {
-        let event = AuditEvent::AlreadyEnriched {
-            delivery_key: delivery.key.clone(),
-        };
-        return Ok((AcceptOutcome::AlreadyEnriched, Some(event)));
-    }
-    let existing = seen.enrichments(&p.ticket_id)?;
-    if existing >= i64::from(p.max_per_ticket) {
-        let event = AuditEvent::NotEnqueued {
-            reason: format!(
-                "ticket already has {existing} enrichments (cap {})",
-                p.max_per_ticket
-            ),
-        };
-        return Ok((AcceptOutcome::CapReached, Some(event)));
-    }
-    let event = AuditEvent::Enqueued {
-        delivery_key: delivery.key.clone(),
-        destination: delivery.destination.clone(),
-    };
-    Ok((AcceptOutcome::Stored, Some(event)))
+    decision::decide(
+        seen,
+        &AcceptKeys {
+            source: &p.source,
+            delivery_id: &p.delivery_id,
+            ticket_id: &p.ticket_id,
+            delivery: p
+                .delivery
+                .as_ref()
+                .map(|d| (d.key.as_str(), d.destination.as_str())),
+            max_per_ticket: p.max_per_ticket,
+        },
+    )
 }

@@ -2,23 +2,7 @@
 //! pauses, the audit log, counts and the operator listings.
 
 use super::*;
-
-pub(super) const ROW_COLUMNS: &str = "id, delivery_key, ticket_id, destination, state, attempts, \
-                           next_attempt_at, last_error, created_at";
-
-pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
-    Ok(OutboxRow {
-        id: r.get(0)?,
-        delivery_key: r.get(1)?,
-        ticket: r.get(2)?,
-        destination: r.get(3)?,
-        state: r.get(4)?,
-        attempts: r.get(5)?,
-        next_attempt_ms: r.get(6)?,
-        last_error: r.get(7)?,
-        created_ms: r.get(8)?,
-    })
-}
+use crate::outbox::sql;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -82,31 +66,20 @@ impl Store for SqliteStore {
             let now = now_ms();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             match &settle {
-                Settle::Delivered => tx.execute(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
-                            claims = attempts + 1, uncertain = 0,
-                            lease_until = 0, last_error = NULL, updated_at = ?2
-                     WHERE id = ?1",
-                    params![id, now],
-                )?,
+                Settle::Delivered => {
+                    tx.execute(sql::SETTLE_DELIVERED.sqlite(), params![id, now])?
+                }
                 Settle::RetryAt {
                     at_ms,
                     error,
                     uncertain,
                 } => tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, claims = attempts + 1,
-                            next_attempt_at = ?2, lease_until = 0, last_error = ?3,
-                            uncertain = (uncertain OR ?5), updated_at = ?4
-                     WHERE id = ?1 AND lease_until = ?6",
+                    sql::SETTLE_RETRY.sqlite(),
                     params![id, at_ms, error, now, uncertain, lease],
                 )?,
-                Settle::Dead { error } => tx.execute(
-                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
-                            claims = attempts + 1, lease_until = 0,
-                            last_error = ?2, updated_at = ?3
-                     WHERE id = ?1 AND lease_until = ?4",
-                    params![id, error, now, lease],
-                )?,
+                Settle::Dead { error } => {
+                    tx.execute(sql::SETTLE_DEAD.sqlite(), params![id, error, now, lease])?
+                }
             };
             insert_audit(&tx, now, Some(&ticket), &event)?;
             tx.commit()?;
@@ -132,11 +105,7 @@ impl Store for SqliteStore {
         let destination = destination.to_string();
         self.with_conn(move |conn| {
             Ok(conn
-                .query_row(
-                    "SELECT until FROM pauses WHERE destination = ?1",
-                    [destination],
-                    |r| r.get(0),
-                )
+                .query_row(sql::PAUSED_UNTIL.sqlite(), [destination], |r| r.get(0))
                 .optional()?
                 .unwrap_or(0))
         })
@@ -146,14 +115,7 @@ impl Store for SqliteStore {
     async fn release(&self, item: &OutboxItem) -> Result<(), StoreError> {
         let (id, lease, uncertain) = (item.id, item.lease_until_ms, item.uncertain);
         self.with_conn(move |conn| {
-            conn.execute(
-                // Given back unsent by this owner, but an earlier owner's unsettled claim
-                // may have posted: an item claimed uncertain stays uncertain.
-                "UPDATE outbox SET lease_until = 0, claims = attempts,
-                                   uncertain = (uncertain OR ?3)
-                 WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
-                params![id, lease, uncertain],
-            )?;
+            conn.execute(sql::RELEASE.sqlite(), params![id, lease, uncertain])?;
             Ok(())
         })
         .await
@@ -235,18 +197,11 @@ impl Store for SqliteStore {
     async fn counts_now(&self) -> Result<OutboxCounts, StoreError> {
         self.with_conn(|conn| {
             let mut counts = OutboxCounts::default();
-            let mut stmt =
-                conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+            let mut stmt = conn.prepare_cached(sql::COUNTS.sqlite())?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
                 let (state, n) = row?;
-                let n = n.max(0) as u64;
-                match state.as_str() {
-                    "pending" => counts.pending = n,
-                    "delivered" => counts.delivered = n,
-                    "dead" => counts.dead = n,
-                    _ => {}
-                }
+                counts.add(&state, n);
             }
             Ok(counts)
         })
@@ -279,13 +234,11 @@ impl Store for SqliteStore {
         self.caught_up().await;
         let known: Vec<String> = known.iter().map(|k| k.to_string()).collect();
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {ROW_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY id"
-            ))?;
-            let rows = stmt.query_map([], read_row)?;
+            let mut stmt = conn.prepare(sql::PENDING_ROWS.sqlite())?;
+            let mut rows = stmt.query([])?;
             let mut out = Vec::new();
-            for row in rows {
-                let row = row?;
+            while let Some(row) = rows.next()? {
+                let row = sql::outbox_row(row)?;
                 if !known.contains(&row.destination) {
                     out.push(row);
                 }
@@ -302,15 +255,13 @@ impl Store for SqliteStore {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         self.caught_up().await;
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {ROW_COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1)
-                 ORDER BY id LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(
-                params![state.map(ItemState::as_str), limit as i64],
-                read_row,
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut stmt = conn.prepare(sql::LIST.sqlite())?;
+            let mut rows = stmt.query(params![state.map(ItemState::as_str), limit as i64])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(sql::outbox_row(row)?);
+            }
+            Ok(out)
         })
         .await
     }
@@ -322,10 +273,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredTicket>, StoreError> {
         self.caught_up().await;
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT received_at, ticket FROM tickets WHERE received_at >= ?1
-                 ORDER BY id LIMIT ?2",
-            )?;
+            let mut stmt = conn.prepare(sql::TICKETS_SINCE.sqlite())?;
             let rows = stmt.query_map(params![since_ms, limit as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })?;
@@ -346,14 +294,11 @@ impl Store for SqliteStore {
         self.caught_up().await;
         self.with_conn(move |conn| {
             let now = now_ms();
-            let sql = "UPDATE outbox SET state = 'pending', attempts = 0, claims = 0,
-                              next_attempt_at = ?1, lease_until = 0, updated_at = ?1
-                       WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)";
             let id = match which {
                 Requeue::One(id) => Some(id),
                 Requeue::AllDead => None,
             };
-            Ok(conn.execute(sql, params![now, id])? as u64)
+            Ok(conn.execute(sql::REQUEUE.sqlite(), params![now, id])? as u64)
         })
         .await
     }
@@ -372,56 +317,18 @@ impl SqliteStore {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let lease_until = now + lease.as_millis() as i64;
             let items = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, delivery_key, ticket_id, destination, target, body, attempts,
-                            claims, uncertain, created_at
-                     FROM outbox
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {} FROM outbox
                      WHERE destination = ?3 AND state = 'pending'
                        AND next_attempt_at <= ?1 AND lease_until <= ?1
                      ORDER BY next_attempt_at, id
                      LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![now, limit as i64, destination], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, u32>(6)?,
-                        r.get::<_, u32>(7)?,
-                        r.get::<_, bool>(8)?,
-                        r.get::<_, i64>(9)?,
-                    ))
-                })?;
+                    sql::CLAIM_COLUMNS
+                ))?;
+                let mut rows = stmt.query(params![now, limit as i64, destination])?;
                 let mut items = Vec::new();
-                for row in rows {
-                    let (
-                        id,
-                        delivery_key,
-                        ticket,
-                        destination,
-                        target,
-                        body,
-                        attempts,
-                        claims,
-                        uncertain,
-                        created_ms,
-                    ) = row?;
-                    items.push(OutboxItem {
-                        id,
-                        delivery_key,
-                        ticket: TicketId::parse(ticket)
-                            .map_err(|e| StoreError::Join(format!("stored ticket id {e}")))?,
-                        destination,
-                        target: serde_json::from_str(&target)?,
-                        body,
-                        attempts,
-                        uncertain: uncertain || claims > attempts,
-                        created_ms,
-                        lease_until_ms: lease_until,
-                    });
+                while let Some(row) = rows.next()? {
+                    items.push(sql::claimed_item(row, lease_until)?);
                 }
                 items
             };

@@ -1,0 +1,115 @@
+//! The tables, the accept function and their migrations, applied in order under an
+//! advisory lock.
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE tickets (
+    id BIGSERIAL PRIMARY KEY,
+    source TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    ticket_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    ticket TEXT NOT NULL,
+    UNIQUE (source, delivery_id)
+);
+CREATE INDEX tickets_received ON tickets (received_at);
+CREATE TABLE outbox (
+    id BIGSERIAL PRIMARY KEY,
+    delivery_key TEXT NOT NULL UNIQUE,
+    ticket_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    target TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    claims INTEGER NOT NULL DEFAULT 0,
+    uncertain BOOLEAN NOT NULL DEFAULT FALSE,
+    next_attempt_at BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
+CREATE INDEX outbox_ticket ON outbox (ticket_id);
+CREATE TABLE audit (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    ticket_id TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_ticket ON audit (ticket_id);
+CREATE INDEX audit_at ON audit (at);
+"#,
+    // A destination's Retry-After, for every replica.
+    r#"
+CREATE TABLE pauses (
+    destination TEXT PRIMARY KEY,
+    until BIGINT NOT NULL
+);
+"#,
+    // One accepted webhook in one round trip: the decisions `accept` makes (duplicate,
+    // already enriched, over the per-ticket cap) run next to the data. Audit details are
+    // rendered by runlink; `{existing}` in the cap event is filled in here.
+    r#"
+CREATE FUNCTION runlink_accept(
+    p_source TEXT, p_delivery TEXT, p_ticket_id TEXT, p_signature TEXT, p_now BIGINT,
+    p_ticket TEXT, p_kinds TEXT[], p_details TEXT[], p_duplicate TEXT,
+    p_key TEXT, p_destination TEXT, p_target TEXT, p_body TEXT, p_max BIGINT,
+    p_already TEXT, p_cap TEXT, p_enqueued TEXT
+) RETURNS TEXT LANGUAGE plpgsql AS $$
+DECLARE
+    existing BIGINT;
+BEGIN
+    INSERT INTO tickets (source, delivery_id, ticket_id, signature, received_at, ticket)
+    VALUES (p_source, p_delivery, p_ticket_id, p_signature, p_now, p_ticket)
+    ON CONFLICT (source, delivery_id) DO NOTHING;
+    IF NOT FOUND THEN
+        INSERT INTO audit (at, ticket_id, kind, detail)
+        VALUES (p_now, p_ticket_id, 'duplicate_delivery', p_duplicate);
+        RETURN 'duplicate';
+    END IF;
+    INSERT INTO audit (at, ticket_id, kind, detail)
+    SELECT p_now, p_ticket_id, e.k, e.d FROM unnest(p_kinds, p_details) WITH ORDINALITY AS e(k, d, n)
+    ORDER BY e.n;
+    IF p_key IS NULL THEN
+        RETURN 'stored';
+    END IF;
+    -- Serializes enrichments of one ticket across replicas, so the cap holds.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_ticket_id, 0));
+    IF EXISTS (SELECT 1 FROM outbox WHERE delivery_key = p_key) THEN
+        INSERT INTO audit (at, ticket_id, kind, detail)
+        VALUES (p_now, p_ticket_id, 'already_enriched', p_already);
+        RETURN 'already_enriched';
+    END IF;
+    SELECT COUNT(*) INTO existing FROM outbox WHERE ticket_id = p_ticket_id;
+    IF existing >= p_max THEN
+        INSERT INTO audit (at, ticket_id, kind, detail)
+        VALUES (p_now, p_ticket_id, 'not_enqueued', replace(p_cap, '{existing}', existing::TEXT));
+        RETURN 'cap_reached';
+    END IF;
+    INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
+                        next_attempt_at, created_at, updated_at)
+    VALUES (p_key, p_ticket_id, p_destination, p_target, p_body, 'pending', p_now, p_now, p_now);
+    INSERT INTO audit (at, ticket_id, kind, detail)
+    VALUES (p_now, p_ticket_id, 'enqueued', p_enqueued);
+    RETURN 'stored';
+END
+$$;
+"#,
+    // Every replica counts pending deliveries every few seconds; delivered rows pile up.
+    r#"
+CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+"#,
+    // The state check as the SQLite schema writes it, so the two schemas say the same.
+    r#"
+ALTER TABLE outbox DROP CONSTRAINT outbox_state_check;
+ALTER TABLE outbox ADD CONSTRAINT outbox_state_check
+    CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead');
+"#,
+];
+
+/// The advisory lock key migrations run under (any constant unique to runlink).
+pub(super) const MIGRATION_LOCK: i64 = 0x72756e6c696e6b;
