@@ -82,6 +82,17 @@ pub enum AttemptOutcome {
     Dead,
 }
 
+impl AttemptOutcome {
+    /// The word in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Dead => "dead",
+        }
+    }
+}
+
 impl AuditEvent {
     pub fn kind(&self) -> &'static str {
         match self {

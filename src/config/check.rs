@@ -1,0 +1,94 @@
+//! The second stage: `RawSettings` checked into `Config`. Every check that can fail names
+//! the key, so an operator can fix the right line before the server binds a port.
+
+use std::time::Duration;
+
+use super::raw::RawSettings;
+use super::{
+    Config, ConfigError, MatcherConfig, OutboxConfig, StoreUrl, check_routes, parse_base_url,
+};
+
+impl TryFrom<RawSettings> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawSettings) -> Result<Self, ConfigError> {
+        let listen = raw.server.listen.parse().map_err(|e| {
+            ConfigError::invalid("server.listen", format!("`{}`: {e}", raw.server.listen))
+        })?;
+        if raw.server.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if raw.matcher.top_k == 0 {
+            return Err(ConfigError::invalid("matcher.top_k", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&raw.matcher.min_confidence) {
+            return Err(ConfigError::invalid(
+                "matcher.min_confidence",
+                "must be between 0 and 1",
+            ));
+        }
+        let normalize = crate::signature::Normalizer::with_rules(raw.matcher.normalize)
+            .map_err(|e| ConfigError::invalid("matcher.normalize", e.to_string()))?;
+        if raw.outbox.backoff_base_ms == 0 || raw.outbox.backoff_cap_ms < raw.outbox.backoff_base_ms
+        {
+            return Err(ConfigError::invalid(
+                "outbox.backoff_cap_ms",
+                "needs 0 < backoff_base_ms <= backoff_cap_ms",
+            ));
+        }
+        // An uncertain item makes two requests under one lease: the marker check, the post.
+        if raw.outbox.lease_secs.max(1) * 1000 < 2 * raw.outbox.request_timeout_ms + 1000 {
+            return Err(ConfigError::invalid(
+                "outbox.lease_secs",
+                "must exceed twice outbox.request_timeout_ms by at least a second: the marker check and the post must both end before the lease does",
+            ));
+        }
+        if raw.outbox.max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "outbox.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        let destinations = raw.destinations.check()?;
+        let routes = check_routes(raw.routes, &destinations.names())?;
+        Ok(Config {
+            listen,
+            max_body_bytes: raw.server.max_body_bytes,
+            runbooks_dir: raw.runbooks.dir,
+            runbooks_base_url: parse_base_url("runbooks.base_url", &raw.runbooks.base_url)?,
+            runbooks_watch: raw
+                .runbooks
+                .watch
+                .then(|| Duration::from_millis(raw.runbooks.watch_interval_ms.max(50))),
+            admin_token: raw.server.admin_token.filter(|s| !s.expose().is_empty()),
+            templates_dir: raw.templates.dir,
+            store: StoreUrl::parse(&raw.store.url)?,
+            matcher: MatcherConfig {
+                top_k: raw.matcher.top_k,
+                min_confidence: raw.matcher.min_confidence,
+                no_match_text: raw.matcher.no_match_text,
+                coalesce: Duration::from_secs(raw.matcher.coalesce_secs),
+                normalize,
+            },
+            outbox: OutboxConfig {
+                worker: raw.outbox.worker,
+                poll_interval: Duration::from_millis(raw.outbox.poll_interval_ms.max(10)),
+                batch_size: raw.outbox.batch_size.max(1),
+                lease: Duration::from_secs(raw.outbox.lease_secs.max(1)),
+                max_attempts: raw.outbox.max_attempts,
+                backoff_base: Duration::from_millis(raw.outbox.backoff_base_ms),
+                backoff_cap: Duration::from_millis(raw.outbox.backoff_cap_ms),
+                request_timeout: Duration::from_millis(raw.outbox.request_timeout_ms.max(1)),
+                max_age: Duration::from_secs(raw.outbox.max_age_secs.max(1)),
+                high_water: raw.outbox.high_water.max(1),
+                max_per_ticket: raw.outbox.max_per_ticket.max(1),
+            },
+            sources: raw.sources.check()?,
+            destinations,
+            routes,
+        })
+    }
+}

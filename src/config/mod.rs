@@ -1,0 +1,120 @@
+//! Settings, in two stages (the ripgrep habit): `RawSettings` is what the TOML file and the
+//! `RUNLINK__*` environment say, `Config` is the checked form with URLs parsed and secrets
+//! wrapped. Anything that can be wrong is found here, before the server binds a port, and the
+//! error names the key so an operator can fix the right line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+mod check;
+mod destinations;
+mod raw;
+mod sources;
+#[cfg(test)]
+mod tests;
+mod urls;
+
+pub use destinations::*;
+pub use raw::*;
+pub use sources::*;
+pub use urls::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// A credential read from config or env. It never prints, so it can sit in structs that are
+/// logged with `{:?}`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub runbooks_dir: PathBuf,
+    pub runbooks_base_url: Url,
+    /// Reload the corpus when its files change (polled every `watch_interval`).
+    pub runbooks_watch: Option<Duration>,
+    pub admin_token: Option<Secret>,
+    pub templates_dir: PathBuf,
+    pub store: StoreUrl,
+    pub matcher: MatcherConfig,
+    pub outbox: OutboxConfig,
+    pub sources: Sources,
+    pub destinations: DestinationsConfig,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MatcherConfig {
+    pub top_k: usize,
+    pub min_confidence: f32,
+    pub no_match_text: String,
+    pub coalesce: Duration,
+    pub normalize: crate::signature::Normalizer,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    pub worker: bool,
+    pub poll_interval: Duration,
+    pub batch_size: usize,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub request_timeout: Duration,
+    pub max_age: Duration,
+    /// Above this many pending deliveries, webhooks get 503 + Retry-After.
+    pub high_water: u64,
+    pub max_per_ticket: u32,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        RawSettings::load(file)?.try_into()
+    }
+
+    pub fn from_toml(overrides: &str) -> Result<Self, ConfigError> {
+        Config::from_toml_layers(&[overrides])
+    }
+
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Self, ConfigError> {
+        RawSettings::from_toml_layers(layers)?.try_into()
+    }
+}

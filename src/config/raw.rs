@@ -1,0 +1,106 @@
+//! The first stage: what the TOML file and the `RUNLINK__*` environment say, layered over the
+//! built-in defaults (`defaults.toml`), before anything is checked.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, RawDestinations, RawRoute, RawSources, Secret};
+
+#[derive(Debug, Deserialize)]
+pub struct RawSettings {
+    pub server: RawServer,
+    pub runbooks: RawRunbooks,
+    pub templates: RawTemplates,
+    pub store: RawStore,
+    pub matcher: RawMatcher,
+    pub outbox: RawOutbox,
+    #[serde(default)]
+    pub sources: RawSources,
+    #[serde(default)]
+    pub destinations: RawDestinations,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawServer {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawRunbooks {
+    pub dir: PathBuf,
+    pub base_url: String,
+    pub watch: bool,
+    pub watch_interval_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawTemplates {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawStore {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawMatcher {
+    pub top_k: usize,
+    pub min_confidence: f32,
+    pub no_match_text: String,
+    pub coalesce_secs: u64,
+    #[serde(default)]
+    pub normalize: Vec<crate::signature::NormalizeRule>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawOutbox {
+    pub worker: bool,
+    pub poll_interval_ms: u64,
+    pub batch_size: usize,
+    pub lease_secs: u64,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_age_secs: u64,
+    pub high_water: u64,
+    pub max_per_ticket: u32,
+}
+
+/// The defaults are the "embedded" setup: bundled runbooks, SQLite under `data/`, loopback.
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+impl RawSettings {
+    /// Layers: built-in defaults, then the optional TOML file, then `RUNLINK__SECTION__KEY`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("RUNLINK")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// Defaults plus TOML layers, later ones winning: what tests and tools use to build a
+    /// config without touching the process environment.
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        for layer in layers {
+            builder = builder.add_source(config::File::from_str(layer, config::FileFormat::Toml));
+        }
+        Ok(builder.build()?.try_deserialize()?)
+    }
+}

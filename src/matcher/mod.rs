@@ -1,0 +1,170 @@
+//! Decides which runbooks answer an alarm. Explicit rules come first and always win: an exact
+//! alarm name (front matter `alarms`, else the H1 or file stem), then a `match` regex. Only
+//! then the full-text ranking, whose best hit is posted as a link only when it is confident;
+//! below that, runlink says it found nothing rather than sending an operator down a wrong path.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::runbooks::Runbook;
+use crate::search::{RunbookIndex, SearchError};
+use crate::signature::AlarmSignature;
+
+mod rerank;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use rerank::TextHit;
+use rerank::text_confidence;
+use rules::ExplicitRules;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MatchReason {
+    /// The alert name equals one of the runbook's alarm names.
+    Alarm { name: String },
+    /// A front-matter `match` regex matched the signature.
+    Rule { pattern: String },
+    /// Ranked full-text search; `terms` are the query terms the runbook contains.
+    FullText { terms: Vec<String> },
+}
+
+impl MatchReason {
+    pub fn describe(&self) -> String {
+        match self {
+            MatchReason::Alarm { name } => format!("alert name `{name}` is listed by this runbook"),
+            MatchReason::Rule { pattern } => format!("match rule `{pattern}`"),
+            MatchReason::FullText { terms } => {
+                let shown: Vec<_> = terms.iter().take(6).map(String::as_str).collect();
+                format!("text search on: {}", shown.join(", "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub runbook: Arc<Runbook>,
+    pub score: f32,
+    /// In [0, 1]: 1 for explicit rules; for text hits, the share of the query's information
+    /// (idf-weighted terms) that the runbook contains, scaled down when a runner-up is as good.
+    pub confidence: f32,
+    pub confident: bool,
+    pub reason: MatchReason,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub candidates: Vec<Candidate>,
+    /// The version of the runbook index that decided.
+    pub index_version: String,
+}
+
+impl Decision {
+    /// The runbooks runlink would link as answers: confident candidates only.
+    pub fn confident(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.iter().filter(|c| c.confident)
+    }
+
+    pub fn is_confident(&self) -> bool {
+        self.candidates.first().is_some_and(|c| c.confident)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MatcherSettings {
+    pub top_k: usize,
+    pub min_confidence: f32,
+}
+
+#[derive(Debug)]
+pub struct Matcher {
+    index: Arc<RunbookIndex>,
+    rules: ExplicitRules,
+    settings: MatcherSettings,
+}
+
+/// Candidates in rank order, each runbook at most once (its best reason wins).
+struct Ranked<'a> {
+    runbooks: &'a [Arc<Runbook>],
+    candidates: Vec<Candidate>,
+    taken: Vec<bool>,
+    min_confidence: f32,
+}
+
+impl Ranked<'_> {
+    fn push(&mut self, ord: usize, score: f32, confidence: f32, reason: MatchReason) {
+        if !self.taken[ord] {
+            self.taken[ord] = true;
+            self.candidates.push(Candidate {
+                runbook: self.runbooks[ord].clone(),
+                score,
+                confidence,
+                confident: confidence >= self.min_confidence,
+                reason,
+            });
+        }
+    }
+}
+
+impl Matcher {
+    pub fn new(index: Arc<RunbookIndex>, settings: MatcherSettings) -> Self {
+        Matcher {
+            rules: ExplicitRules::new(index.runbooks()),
+            index,
+            settings,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<RunbookIndex> {
+        &self.index
+    }
+
+    pub fn settings(&self) -> &MatcherSettings {
+        &self.settings
+    }
+
+    /// Blocking (the text search runs here): call from a blocking thread.
+    pub fn decide(
+        &self,
+        signature: &AlarmSignature,
+        top_k: usize,
+    ) -> Result<Decision, SearchError> {
+        let runbooks = self.index.runbooks();
+        let mut ranked = Ranked {
+            runbooks,
+            candidates: Vec::new(),
+            taken: vec![false; runbooks.len()],
+            min_confidence: self.settings.min_confidence,
+        };
+        self.rules.answer(signature, runbooks, &mut ranked);
+
+        if ranked.candidates.len() < top_k {
+            let hits = self.rank_text(signature, top_k.max(2) + 1)?;
+            let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            for (i, hit) in hits.into_iter().enumerate() {
+                // Only the winner can stand clear of a runner-up.
+                let margin = match (i, scores.get(1)) {
+                    (0, Some(next)) if hit.score > 0.0 => (hit.score - next) / hit.score,
+                    (0, None) => 1.0,
+                    _ => 0.0,
+                };
+                let confidence = text_confidence(&hit, margin);
+                ranked.push(
+                    hit.ord,
+                    hit.score,
+                    confidence,
+                    MatchReason::FullText { terms: hit.terms },
+                );
+            }
+        }
+
+        ranked.candidates.truncate(top_k);
+        Ok(Decision {
+            candidates: ranked.candidates,
+            index_version: self.index.version().to_string(),
+        })
+    }
+}

@@ -1,0 +1,208 @@
+use super::*;
+use crate::signature::Normalizer;
+use std::path::Path;
+use url::Url;
+
+fn matcher(docs: &[(&str, &str)]) -> Matcher {
+    let base = Url::parse("https://x.example/").unwrap();
+    let runbooks = docs
+        .iter()
+        .map(|(p, s)| Runbook::parse(Path::new(p), s, &base).unwrap())
+        .collect();
+    Matcher::new(
+        Arc::new(RunbookIndex::build(runbooks).unwrap()),
+        MatcherSettings {
+            top_k: 3,
+            min_confidence: 0.5,
+        },
+    )
+}
+
+fn signature(title: &str, alertname: Option<&str>) -> AlarmSignature {
+    let ticket = crate::ingest::manual::ManualTicket {
+        title: title.into(),
+        alertname: alertname.map(str::to_string),
+        ..Default::default()
+    }
+    .into_ticket(0);
+    AlarmSignature::of(&ticket, &Normalizer::default())
+}
+
+const DOCS: &[(&str, &str)] = &[
+    (
+        "disk.md",
+        "---\nalarms: [HostOutOfDiskSpace]\n---\n# Disk space\n\n## Meaning\n\nA filesystem is almost full of data.\n",
+    ),
+    (
+        "cpu.md",
+        "---\nmatch: ['cpu (usage|load) (is )?high']\n---\n# High CPU\n\n## Meaning\n\nProcessor saturation.\n",
+    ),
+    (
+        "KubePodCrashLooping.md",
+        "# KubePodCrashLooping\n\n## Meaning\n\nA pod container keeps restarting.\n",
+    ),
+];
+
+#[test]
+fn exact_alarm_name_beats_everything_case_insensitively() {
+    let m = matcher(DOCS);
+    let d = m
+        .decide(&signature("x", Some("hostoutofdiskspace")), 3)
+        .unwrap();
+    assert_eq!(d.candidates[0].runbook.id.as_str(), "disk.md");
+    assert!(d.is_confident());
+    assert!(matches!(d.candidates[0].reason, MatchReason::Alarm { .. }));
+}
+
+#[test]
+fn file_stem_is_an_alarm_name() {
+    let m = matcher(DOCS);
+    let d = m
+        .decide(&signature("[FIRING:1] KubePodCrashLooping", None), 3)
+        .unwrap();
+    assert_eq!(
+        d.candidates[0].runbook.id.as_str(),
+        "KubePodCrashLooping.md"
+    );
+}
+
+#[test]
+fn match_rule_fires_on_the_text() {
+    let m = matcher(DOCS);
+    let d = m
+        .decide(&signature("CPU load is high on web-1", None), 3)
+        .unwrap();
+    assert_eq!(d.candidates[0].runbook.id.as_str(), "cpu.md");
+    assert!(matches!(d.candidates[0].reason, MatchReason::Rule { .. }));
+}
+
+#[test]
+fn full_text_finds_the_runbook_by_description() {
+    let m = matcher(DOCS);
+    let d = m
+        .decide(&signature("container keeps restarting in pod", None), 3)
+        .unwrap();
+    assert_eq!(
+        d.candidates[0].runbook.id.as_str(),
+        "KubePodCrashLooping.md"
+    );
+    assert!(d.is_confident(), "{:?}", d.candidates[0].confidence);
+}
+
+#[test]
+fn unrelated_text_is_not_confident() {
+    let m = matcher(DOCS);
+    let d = m
+        .decide(
+            &signature("payment gateway returns invoices twice", None),
+            3,
+        )
+        .unwrap();
+    assert!(!d.is_confident());
+}
+
+/// Sibling runbooks that plain BM25 confuses: the same words, a different condition.
+const SIBLINGS: &[(&str, &str)] = &[
+    (
+        "node/NodeFilesystemSpaceFillingUp.md",
+        "# NodeFilesystemSpaceFillingUp\n\n## Meaning\n\nThe free disk space of a filesystem is predicted to run out within hours, extrapolated from its recent usage trend.\n\n## Diagnosis\n\nCheck which directories grow with du.\n",
+    ),
+    (
+        "node/NodeFilesystemAlmostOutOfSpace.md",
+        "# NodeFilesystemAlmostOutOfSpace\n\n## Meaning\n\nA filesystem has less than a few percent of its space left.\n\n## Diagnosis\n\nFree space now: remove old logs and images.\n",
+    ),
+    (
+        "node/NodeFilesystemFilesFillingUp.md",
+        "# NodeFilesystemFilesFillingUp\n\n## Meaning\n\nThe free inodes of a filesystem are predicted to run out within hours.\n\n## Diagnosis\n\nFind directories with many small files.\n",
+    ),
+    (
+        "node/NodeFilesystemAlmostOutOfFiles.md",
+        "# NodeFilesystemAlmostOutOfFiles\n\n## Meaning\n\nA filesystem has less than a few percent of its inodes left; new files cannot be created.\n\n## Diagnosis\n\nDelete stale small files.\n",
+    ),
+    (
+        "kubernetes/KubeAPIDown.md",
+        "# KubeAPIDown\n\n## Meaning\n\nThe Kubernetes API server target disappeared from Prometheus target discovery.\n",
+    ),
+    (
+        "kubernetes/KubeSchedulerDown.md",
+        "# KubeSchedulerDown\n\n## Meaning\n\nThe Kubernetes scheduler target disappeared from Prometheus target discovery; new pods are not scheduled.\n",
+    ),
+    (
+        "kubernetes/KubeControllerManagerDown.md",
+        "# KubeControllerManagerDown\n\n## Meaning\n\nThe Kubernetes controller manager target disappeared from Prometheus target discovery.\n",
+    ),
+    (
+        "kubernetes/KubeDeploymentReplicasMismatch.md",
+        "# KubeDeploymentReplicasMismatch\n\n## Meaning\n\nA deployment has not matched the expected number of replicas for a while.\n",
+    ),
+    (
+        "kubernetes/KubeStatefulSetReplicasMismatch.md",
+        "# KubeStatefulSetReplicasMismatch\n\n## Meaning\n\nA StatefulSet has not matched the expected number of replicas for a while.\n",
+    ),
+    (
+        "kubernetes/KubeHpaReplicasMismatch.md",
+        "# KubeHpaReplicasMismatch\n\n## Meaning\n\nA horizontal pod autoscaler has not matched the desired number of replicas.\n",
+    ),
+];
+
+fn best(m: &Matcher, title: &str) -> String {
+    let d = m.decide(&signature(title, None), 3).unwrap();
+    d.candidates[0].runbook.id.to_string()
+}
+
+#[test]
+fn inodes_are_not_space() {
+    let m = matcher(SIBLINGS);
+    let got = best(&m, "Inodes exhausted on build agent");
+    assert!(got.contains("Files"), "{got}");
+    let got = best(&m, "Filesystem on db-3 has less than 4% space left");
+    assert_eq!(got, "node/NodeFilesystemAlmostOutOfSpace.md");
+}
+
+#[test]
+fn filling_up_is_not_almost_out() {
+    let m = matcher(SIBLINGS);
+    assert_eq!(
+        best(&m, "Disk on logs-1 will fill up within 4 hours"),
+        "node/NodeFilesystemSpaceFillingUp.md"
+    );
+    assert_eq!(
+        best(&m, "Filesystem on web-2 has less than 3% inodes left"),
+        "node/NodeFilesystemAlmostOutOfFiles.md"
+    );
+}
+
+#[test]
+fn down_family_is_told_apart_by_the_component() {
+    let m = matcher(SIBLINGS);
+    assert_eq!(
+        best(&m, "Kube scheduler has disappeared from target discovery"),
+        "kubernetes/KubeSchedulerDown.md"
+    );
+    assert_eq!(
+        best(
+            &m,
+            "KubeControllerManager has disappeared from Prometheus target discovery"
+        ),
+        "kubernetes/KubeControllerManagerDown.md"
+    );
+}
+
+#[test]
+fn replicas_mismatch_family_is_told_apart_by_the_workload() {
+    let m = matcher(SIBLINGS);
+    assert_eq!(
+        best(
+            &m,
+            "StatefulSet shop/web has not matched the expected number of replicas"
+        ),
+        "kubernetes/KubeStatefulSetReplicasMismatch.md"
+    );
+    assert_eq!(
+        best(
+            &m,
+            "HPA shop/api has not matched the desired number of replicas"
+        ),
+        "kubernetes/KubeHpaReplicasMismatch.md"
+    );
+}
