@@ -1,16 +1,14 @@
 //! Failback storms: bursts, sender retries, a destination that throttles and fails, and a
 //! server killed mid-burst. Every accepted ticket must produce exactly one comment.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::double::{Answer, GithubDouble};
-use common::process::*;
-use common::*;
+use crate::common::double::{Answer, GithubDouble};
+use crate::common::process::*;
+use crate::common::*;
 use futures::StreamExt;
 
 const TITLES: &[&str] = &[
@@ -188,12 +186,7 @@ async fn above_the_high_water_mark_webhooks_get_503_with_retry_after() {
         .parse()
         .unwrap();
     assert!(retry_after >= 1);
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.readyz().await;
     assert_eq!(ready.status(), 503, "not ready while shedding");
     let metrics = app.metrics().await;
     assert!(
@@ -315,7 +308,9 @@ async fn sigkill_mid_burst_loses_no_accepted_ticket_and_posts_none_twice() {
     std::fs::write(
         &broken,
         std::fs::read_to_string(&config_path).unwrap().replace(
-            &common::repo_path("index/runbooks").display().to_string(),
+            &crate::common::repo_path("index/runbooks")
+                .display()
+                .to_string(),
             &dir.path().join("missing").display().to_string(),
         ),
     )

@@ -4,17 +4,15 @@
 //! and fails now and then. The ledger must hold: every ticket that got a 2xx from any
 //! replica has exactly one comment, and no ticket has two.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::double::{Answer, GithubDouble};
-use common::process::*;
-use common::*;
+use crate::common::double::{Answer, GithubDouble};
+use crate::common::process::*;
+use crate::common::*;
 use futures::StreamExt;
 
 const N: u64 = 240;

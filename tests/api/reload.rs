@@ -1,23 +1,17 @@
 //! Hot reload: a running server picks up a changed runbook without a restart, and refuses a
 //! broken corpus while the old index keeps serving.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::double::{Answer, GithubDouble};
-use common::*;
+use crate::common::double::{Answer, GithubDouble};
+use crate::common::*;
 
 const ADMIN: &str = "admin-secret";
 
 async fn best(app: &TestApp, title: &str) -> (String, bool) {
     let v: serde_json::Value = app
-        .client
-        .post(format!("{}/v1/match", app.address))
-        .body(serde_json::json!({ "title": title }).to_string())
-        .send()
+        .preview(&serde_json::json!({ "title": title }))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -70,13 +64,7 @@ async fn a_changed_runbook_is_served_without_restart_and_a_broken_one_is_refused
         PAYMENTS.replace("title: Payment gateway declines", "title: Copy"),
     )
     .unwrap();
-    let refused = app
-        .client
-        .post(format!("{}/admin/reload", app.address))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let refused = app.admin_reload(Some(ADMIN)).await;
     assert_eq!(refused.status(), 422);
     let e: serde_json::Value = refused.json().await.unwrap();
     assert!(
@@ -96,12 +84,10 @@ async fn a_changed_runbook_is_served_without_restart_and_a_broken_one_is_refused
     );
 
     // The admin endpoint wants its token.
-    let r = app
-        .client
-        .post(format!("{}/admin/reload", app.address))
-        .send()
-        .await
-        .unwrap();
+    let r = app.admin_reload(None).await;
     assert_eq!(r.status(), 401);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "invalid_token");
+    assert_eq!(e["type"], "auth");
     app.stop().await;
 }

@@ -1,6 +1,5 @@
 //! Shared helpers: start the real application on a random port with a temp store and a
 //! wiremock standing in for GitHub, and talk to it over real sockets.
-#![allow(dead_code)]
 
 pub mod double;
 pub mod pg;
@@ -75,16 +74,109 @@ impl TestApp {
         }
     }
 
-    /// The Prometheus text of `GET /metrics`.
-    pub async fn metrics(&self) -> String {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `GET` any path (for the error shape of unknown routes).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}/metrics", self.address))
+            .get(self.url(path))
             .send()
             .await
-            .expect("metrics answer")
+            .expect("request reaches the app")
+    }
+
+    pub async fn healthz(&self) -> reqwest::Response {
+        self.get("/healthz").await
+    }
+
+    pub async fn readyz(&self) -> reqwest::Response {
+        self.get("/readyz").await
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
             .text()
             .await
             .expect("metrics are text")
+    }
+
+    /// `POST /admin/reload`, with the admin token when one is given.
+    pub async fn admin_reload(&self, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.post(self.url("/admin/reload"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request reaches the app")
+    }
+
+    /// `POST /v1/match` with a hand-written ticket.
+    pub async fn preview(&self, ticket: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/match"))
+            .json(ticket)
+            .send()
+            .await
+            .expect("request reaches the app")
+    }
+
+    /// `POST` a webhook body to `path` (`/webhooks/jira`) with the sender's headers.
+    pub async fn webhook(
+        &self,
+        path: &str,
+        body: impl Into<String>,
+        headers: &[(String, String)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .header("Content-Type", "application/json")
+            .body(body.into());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send().await.expect("request reaches the app")
+    }
+
+    /// `POST /webhooks/alertmanager`, with the bearer token when one is given.
+    pub async fn post_alertmanager(&self, body: &str, token: Option<&str>) -> reqwest::Response {
+        let headers: Vec<(String, String)> = token
+            .map(|t| ("Authorization".to_string(), format!("Bearer {t}")))
+            .into_iter()
+            .collect();
+        self.webhook("/webhooks/alertmanager", body, &headers).await
+    }
+
+    /// `POST /webhooks/generic/{name}`.
+    pub async fn post_generic(&self, name: &str, body: &str) -> reqwest::Response {
+        self.webhook(&format!("/webhooks/generic/{name}"), body, &[])
+            .await
+    }
+
+    /// Waits until everything accepted so far is applied and no delivery is pending (each
+    /// one posted or dead-lettered), so a test can count what reached a destination without
+    /// guessing how long to sleep. Panics when that takes longer than `within`.
+    pub async fn drained(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ready: serde_json::Value = self
+                .readyz()
+                .await
+                .json()
+                .await
+                .expect("readyz answers JSON");
+            if ready["outbox"]["pending"] == 0 && ready["ingest_backlog"] == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox not drained within {within:?}: {ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Stops accepting, lets in-flight requests and deliveries finish.

@@ -1,11 +1,9 @@
 //! The spine, end to end over real sockets: a signed GitHub `issues.opened` webhook becomes
 //! exactly one comment with the right runbook on a GitHub double.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const DISK_ISSUE: &str = "Disk on logs-1 will fill up within 4 hours";
 
@@ -57,8 +55,8 @@ async fn signed_issue_opened_gets_exactly_one_comment_with_the_runbook_link() {
         "hidden marker: {comment}"
     );
 
-    // Give the worker a moment: a second comment must never come.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once nothing is pending, a second comment can no longer come.
+    app.drained(Duration::from_secs(10)).await;
     assert_eq!(comments(&github).await.len(), 1);
     app.stop().await;
 }
@@ -121,7 +119,7 @@ async fn replayed_delivery_gets_no_second_comment() {
     let got = wait_for_comments(&github, 1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
     assert!(comment_body(&got[0]).contains("kubernetes/pod-crash-looping"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.drained(Duration::from_secs(10)).await;
     assert_eq!(comments(&github).await.len(), 1);
     app.stop().await;
 }
@@ -197,21 +195,20 @@ async fn malformed_bodies_get_400_naming_the_problem() {
         "{e}"
     );
 
+    let signature = format!(
+        "sha256={}",
+        runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), b"{}")
+    );
     let r = app
-        .client
-        .post(format!("{}/webhooks/github", app.address))
-        .header("X-GitHub-Event", "issues")
-        .header(
-            "X-Hub-Signature-256",
-            format!(
-                "sha256={}",
-                runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), b"{}")
-            ),
+        .webhook(
+            "/webhooks/github",
+            "{}",
+            &[
+                ("X-GitHub-Event".to_string(), "issues".to_string()),
+                ("X-Hub-Signature-256".to_string(), signature),
+            ],
         )
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 400);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(

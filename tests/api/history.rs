@@ -1,12 +1,10 @@
 //! `runlink audit`, `coverage` and `replay` over a store filled by the real server.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::double::{Answer, GithubDouble};
-use common::*;
+use crate::common::double::{Answer, GithubDouble};
+use crate::common::*;
 
 fn runlink(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_runlink"))

@@ -3,8 +3,6 @@
 //! 5xx retry with the server's `Retry-After`), and the marker check that prevents a second
 //! comment after an uncertain attempt.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,8 +3,6 @@
 //! the same `Store` trait the server uses. The last tests are about replicas: several store
 //! handles on one PostgreSQL database, as several runlink processes would have.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +38,8 @@ async fn backends() -> Vec<Backend> {
         url: sqlite,
         _dir: Some(dir),
     }];
-    if let Some(admin) = common::pg::admin_url() {
-        let url = StoreUrl::parse(&common::pg::fresh_database(&admin).await).unwrap();
+    if let Some(admin) = crate::common::pg::admin_url() {
+        let url = StoreUrl::parse(&crate::common::pg::fresh_database(&admin).await).unwrap();
         out.push(Backend {
             name: "postgres",
             store: open(&url).await,
@@ -368,10 +366,10 @@ async fn concurrent_accepts_are_all_stored() {
 /// all of them at once is stored once, and their claims never hand out an item twice.
 #[tokio::test]
 async fn replicas_on_one_postgres_store_once_and_never_claim_the_same_item() {
-    let Some(admin) = common::pg::admin_url() else {
+    let Some(admin) = crate::common::pg::admin_url() else {
         return;
     };
-    let url = StoreUrl::parse(&common::pg::fresh_database(&admin).await).unwrap();
+    let url = StoreUrl::parse(&crate::common::pg::fresh_database(&admin).await).unwrap();
     let replicas: Vec<Arc<dyn Store>> = vec![open(&url).await, open(&url).await, open(&url).await];
 
     let mut tasks = Vec::new();
@@ -422,10 +420,10 @@ async fn replicas_on_one_postgres_store_once_and_never_claim_the_same_item() {
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
-    let Some(admin) = common::pg::admin_url() else {
+    let Some(admin) = crate::common::pg::admin_url() else {
         return;
     };
-    let raw = common::pg::fresh_database(&admin).await;
+    let raw = crate::common::pg::fresh_database(&admin).await;
     let opened = futures::future::join_all(
         (0..4).map(|_| runlink::outbox::postgres::PostgresStore::open(&raw)),
     )

@@ -4,11 +4,9 @@
 //! field, a repeated delivery is not enriched twice, and events runlink caused itself are
 //! ignored.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use runlink::ingest::sign_hmac_sha256;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -63,15 +61,7 @@ async fn posts(server: &MockServer, method: &str, path: &str) -> usize {
 }
 
 async fn send(app: &TestApp, case: &Case, body: &str, headers: Headers) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(format!("{}{}", app.address, case.path))
-        .header("Content-Type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        request = request.header(k, v);
-    }
-    request.send().await.expect("request reaches the app")
+    app.webhook(case.path, body, &headers).await
 }
 
 async fn run_contract(case: Case) {
@@ -158,7 +148,7 @@ destination = "jira"
 annotation = "ticket"
 "#
         .into(),
-        body: include_str!("fixtures/grafana-firing.json").into(),
+        body: include_str!("../fixtures/grafana-firing.json").into(),
         sign: |b| {
             h(&[(
                 "X-Grafana-Alerting-Signature",
@@ -187,22 +177,22 @@ async fn grafana_signatures_over_a_timestamp_refuse_stale_requests() {
         dest.uri()
     );
     let app = TestApp::spawn(test_config(dir.path(), &dest.uri(), &config)).await;
-    let body = include_str!("fixtures/grafana-firing.json");
+    let body = include_str!("../fixtures/grafana-firing.json");
     let post = |ts: i64| {
         let signed = format!("{ts}:{body}");
-        app.client
-            .post(format!("{}/webhooks/grafana", app.address))
-            .header("X-Grafana-Alerting-Timestamp", ts.to_string())
-            .header(
-                "X-Grafana-Alerting-Signature",
+        let headers = vec![
+            ("X-Grafana-Alerting-Timestamp".to_string(), ts.to_string()),
+            (
+                "X-Grafana-Alerting-Signature".to_string(),
                 sign_hmac_sha256(b"gf", signed.as_bytes()),
-            )
-            .body(body)
-            .send()
+            ),
+        ];
+        let app = &app;
+        async move { app.webhook("/webhooks/grafana", body, &headers).await }
     };
     let now = chrono::Utc::now().timestamp();
-    assert_eq!(post(now - 3600).await.unwrap().status(), 401);
-    assert_eq!(post(now).await.unwrap().status(), 202);
+    assert_eq!(post(now - 3600).await.status(), 401);
+    assert_eq!(post(now).await.status(), 202);
     app.stop().await;
 }
 
@@ -219,7 +209,7 @@ token = "pd-token"
 from = "runlink@example.com"
 "#
         .into(),
-        body: include_str!("fixtures/pagerduty-incident-triggered.json").into(),
+        body: include_str!("../fixtures/pagerduty-incident-triggered.json").into(),
         sign: |b| {
             let sig = format!(
                 "v1={},v1={}",
@@ -258,7 +248,7 @@ email = "bot@example.com"
 token = "jira-token"
 "#
         .into(),
-        body: include_str!("fixtures/jira-issue-created.json").into(),
+        body: include_str!("../fixtures/jira-issue-created.json").into(),
         sign: |b| {
             h(&[
                 ("X-Hub-Signature", &hub_sig("jira-secret", b)),
@@ -286,7 +276,7 @@ api_url = "{DEST}"
 api_key = "genie-key"
 "#
         .into(),
-        body: include_str!("fixtures/opsgenie-create.json").into(),
+        body: include_str!("../fixtures/opsgenie-create.json").into(),
         sign: |_| h(&[("X-Runlink-Token", "og-token")]),
         bad: |_| h(&[("X-Runlink-Token", "guess")]),
         malformed: r#"{"action":"Create","alert":{"alertId":"a1"}}"#.into(),
@@ -312,7 +302,7 @@ api_url = "{DEST}"
 token = "snow-oauth"
 "#
         .into(),
-        body: include_str!("fixtures/servicenow-incident.json").into(),
+        body: include_str!("../fixtures/servicenow-incident.json").into(),
         sign: |_| h(&[("Authorization", "Basic c25vdzpzbm93LXBhc3M=")]),
         bad: |_| h(&[("Authorization", "Basic c25vdzp3cm9uZw==")]),
         malformed: r#"{"sys_id":"abc","number":"INC1","short_description":["x"]}"#.into(),
@@ -344,7 +334,7 @@ api_url = "{DEST}"
 path = "/rooms/{{ target.id }}/messages"
 "#
         .into(),
-        body: include_str!("fixtures/generic-ticket.json").into(),
+        body: include_str!("../fixtures/generic-ticket.json").into(),
         sign: |_| h(&[("Authorization", "Bearer gen-token")]),
         bad: |_| h(&[("Authorization", "Bearer nope")]),
         malformed: r#"{"delivery":"d1","ticket":{"id":1,"title":{"nested":true},"room":"r"}}"#
@@ -360,13 +350,7 @@ async fn an_unknown_generic_source_is_404() {
     let github = github_double().await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(test_config(dir.path(), &github.uri(), "")).await;
-    let r = app
-        .client
-        .post(format!("{}/webhooks/generic/nothing-here", app.address))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_generic("nothing-here", "{}").await;
     assert_eq!(r.status(), 404);
     let error: serde_json::Value = r.json().await.unwrap();
     assert_eq!(error["code"], "unknown_source");
@@ -385,14 +369,7 @@ async fn events_caused_by_runlink_are_ignored() {
     );
     let github = github_double().await;
     let app = TestApp::spawn(test_config(dir.path(), &github.uri(), &config)).await;
-    let post = |path: &str, body: String| {
-        app.client
-            .post(format!("{}{path}", app.address))
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-    };
-    let annotated = include_str!("fixtures/pagerduty-incident-annotated.json").to_string();
+    let annotated = include_str!("../fixtures/pagerduty-incident-annotated.json").to_string();
     let jira_comment = serde_json::json!({
         "webhookEvent": "comment_created",
         "comment": {"id": "10001", "body": "Runbook ... runlink:delivery=abc"},
@@ -400,11 +377,11 @@ async fn events_caused_by_runlink_are_ignored() {
     })
     .to_string();
     let mut jira_created: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/jira-issue-created.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/jira-issue-created.json")).unwrap();
     jira_created["issue"]["fields"]["description"] =
         "Copied from a runlink comment <!-- runlink:delivery=abc -->".into();
     let mut og_note: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/opsgenie-create.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/opsgenie-create.json")).unwrap();
     og_note["action"] = "AddNote".into();
     for (path, body) in [
         ("/webhooks/pagerduty", annotated),
@@ -412,24 +389,25 @@ async fn events_caused_by_runlink_are_ignored() {
         ("/webhooks/jira", jira_created.to_string()),
         ("/webhooks/opsgenie", og_note.to_string()),
     ] {
-        let r = post(path, body).await.unwrap();
+        let r = app.webhook(path, body, &[]).await;
         assert_eq!(r.status(), 200, "{path}");
         let ack: serde_json::Value = r.json().await.unwrap();
         assert_eq!(ack["status"], "ignored", "{path}: {ack}");
     }
     let r = app
-        .client
-        .post(format!("{}/webhooks/github", app.address))
-        .header("X-GitHub-Event", "issue_comment")
-        .header("X-GitHub-Delivery", "c1")
-        .header(
-            "X-Hub-Signature-256",
-            hub_sig(SECRET, r#"{"action":"created"}"#),
+        .webhook(
+            "/webhooks/github",
+            r#"{"action":"created"}"#,
+            &h(&[
+                ("X-GitHub-Event", "issue_comment"),
+                ("X-GitHub-Delivery", "c1"),
+                (
+                    "X-Hub-Signature-256",
+                    &hub_sig(SECRET, r#"{"action":"created"}"#),
+                ),
+            ]),
         )
-        .body(r#"{"action":"created"}"#)
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(dest.received_requests().await.unwrap().is_empty());
@@ -455,14 +433,10 @@ async fn oversized_bodies_are_refused_by_every_source() {
         "/webhooks/opsgenie",
         "/webhooks/alertmanager",
     ] {
-        let r = app
-            .client
-            .post(format!("{}{path}", app.address))
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = app.webhook(path, big.clone(), &[]).await;
         assert_eq!(r.status(), 413, "{path}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["code"], "payload_too_large", "{path}");
     }
     app.stop().await;
 }

@@ -1,11 +1,9 @@
 //! The command-line tools, run as the real binary.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::repo_path;
+use crate::common::repo_path;
 
 fn runlink(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runlink"))
@@ -142,7 +140,7 @@ fn explain_shows_the_signature_the_candidates_and_the_decision() {
             "--runbooks",
             runbooks.to_str().unwrap(),
         ],
-        Some(include_str!("fixtures/alertmanager-firing.json")),
+        Some(include_str!("../fixtures/alertmanager-firing.json")),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
@@ -213,13 +211,14 @@ fn a_failing_golden_case_fails_the_run_with_its_explanation() {
 /// then read that store like the embedded one.
 #[tokio::test]
 async fn migrate_and_the_outbox_tools_work_on_postgres() {
-    let Some(admin) = common::pg::admin_url() else {
+    let Some(admin) = crate::common::pg::admin_url() else {
         return;
     };
     // The test cluster trusts loopback; the password is there to be kept out of the output.
-    let url = common::pg::fresh_database(&admin)
-        .await
-        .replacen("runlink@", "runlink:hunter2@", 1);
+    let url =
+        crate::common::pg::fresh_database(&admin)
+            .await
+            .replacen("runlink@", "runlink:hunter2@", 1);
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_runlink"))
             .args(args)

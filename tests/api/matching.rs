@@ -3,8 +3,6 @@
 //! SQLite file) gets it matched before the accept. The two must leave the same comment and
 //! the same audit trail.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +102,7 @@ async fn left_behind(
 #[tokio::test]
 async fn matching_behind_the_log_leaves_what_matching_before_the_accept_leaves() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::test_config(dir.path(), "http://127.0.0.1:9", "");
+    let config = crate::common::test_config(dir.path(), "http://127.0.0.1:9", "");
     let enricher = enricher(&config);
 
     let before = SqliteStore::open(&dir.path().join("before.db")).unwrap();

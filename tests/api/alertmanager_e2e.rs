@@ -5,13 +5,11 @@
 //! Needs the `prometheus-alertmanager` (Debian) or `alertmanager` binary; `.ci/run` installs
 //! it and sets `RUNLINK_REQUIRE_EXTERNAL=1`, which turns a missing binary into a failure.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::process::free_port;
-use common::*;
+use crate::common::process::free_port;
+use crate::common::*;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -1,12 +1,10 @@
 //! Alertmanager webhooks (v4) over real sockets: firing alerts become tickets answered on the
 //! GitHub issue their `github_issue` annotation names; resolved alerts are recorded only.
 
-mod common;
-
 use std::time::Duration;
 
-use common::double::{Answer, GithubDouble};
-use common::*;
+use crate::common::double::{Answer, GithubDouble};
+use crate::common::*;
 
 const TOKEN_AM: &str = "am-token";
 
@@ -21,21 +19,9 @@ fn config(dir: &std::path::Path, github: &str) -> runlink::config::Config {
 /// The captured firing notification, pointed at a GitHub issue.
 fn firing(issue: u64) -> String {
     let mut value: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/alertmanager-firing.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/alertmanager-firing.json")).unwrap();
     value["alerts"][0]["annotations"]["github_issue"] = format!("acme/ops#{issue}").into();
     value.to_string()
-}
-
-async fn post(app: &TestApp, body: &str, token: Option<&str>) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(format!("{}/webhooks/alertmanager", app.address))
-        .header("Content-Type", "application/json")
-        .body(body.to_string());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -43,15 +29,15 @@ async fn a_firing_alert_is_enriched_on_its_github_issue_once() {
     let github = GithubDouble::start(|_| Answer::Created).await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(config(dir.path(), &github.uri())).await;
-    let r = post(&app, &firing(77), Some(TOKEN_AM)).await;
+    let r = app.post_alertmanager(&firing(77), Some(TOKEN_AM)).await;
     assert_eq!(r.status(), 202);
     let ack: serde_json::Value = r.json().await.unwrap();
     assert_eq!(ack["accepted"], 1);
     // Alertmanager resends the same group: no second comment.
-    let r = post(&app, &firing(77), Some(TOKEN_AM)).await;
+    let r = app.post_alertmanager(&firing(77), Some(TOKEN_AM)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(github.wait_for(1, Duration::from_secs(10)).await, 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.drained(Duration::from_secs(10)).await;
     let log = github.log.lock().unwrap();
     assert_eq!(log.comments.len(), 1);
     let (path, body) = &log.comments[0];
@@ -64,8 +50,13 @@ async fn a_missing_or_wrong_token_is_rejected_with_401() {
     let github = GithubDouble::start(|_| Answer::Created).await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(config(dir.path(), &github.uri())).await;
-    assert_eq!(post(&app, &firing(1), None).await.status(), 401);
-    assert_eq!(post(&app, &firing(1), Some("nope")).await.status(), 401);
+    assert_eq!(app.post_alertmanager(&firing(1), None).await.status(), 401);
+    assert_eq!(
+        app.post_alertmanager(&firing(1), Some("nope"))
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -75,14 +66,18 @@ async fn a_malformed_notification_is_rejected_naming_the_field() {
     let app = TestApp::spawn(config(dir.path(), &github.uri())).await;
     let mut value: serde_json::Value = serde_json::from_str(&firing(1)).unwrap();
     value["alerts"][0]["labels"] = serde_json::json!(["not", "a", "map"]);
-    let r = post(&app, &value.to_string(), Some(TOKEN_AM)).await;
+    let r = app
+        .post_alertmanager(&value.to_string(), Some(TOKEN_AM))
+        .await;
     assert_eq!(r.status(), 400);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(
         e["message"].as_str().unwrap().contains("alerts[0].labels"),
         "{e}"
     );
-    let r = post(&app, "{\"version\":\"4\"", Some(TOKEN_AM)).await;
+    let r = app
+        .post_alertmanager("{\"version\":\"4\"", Some(TOKEN_AM))
+        .await;
     assert_eq!(r.status(), 400);
 }
 
@@ -92,9 +87,11 @@ async fn resolved_alerts_are_recorded_not_enriched() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(config(dir.path(), &github.uri())).await;
     let mut value: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/alertmanager-resolved.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/alertmanager-resolved.json")).unwrap();
     value["alerts"][0]["annotations"]["github_issue"] = "acme/ops#5".into();
-    let r = post(&app, &value.to_string(), Some(TOKEN_AM)).await;
+    let r = app
+        .post_alertmanager(&value.to_string(), Some(TOKEN_AM))
+        .await;
     assert_eq!(r.status(), 200);
     let ack: serde_json::Value = r.json().await.unwrap();
     assert_eq!(ack["resolved"], 1);

@@ -1,0 +1,19 @@
+//! runlink's integration tests, one binary: the real application on random ports, real
+//! sockets, doubles for the destinations, and the real Alertmanager and PostgreSQL where
+//! they are installed (`scripts/install-deps.sh`). Shared helpers are in `common`.
+
+mod common;
+
+mod alertmanager;
+mod alertmanager_e2e;
+mod cli;
+mod destinations;
+mod failback;
+mod github_webhook;
+mod history;
+mod http;
+mod matching;
+mod reload;
+mod replicas;
+mod sources;
+mod store;
