@@ -7,19 +7,21 @@
 //! builds the parts from the configuration (for the server and the CLI alike), and
 //! `startup` runs the server.
 
+#![warn(unreachable_pub)]
+
 pub mod audit;
 pub mod config;
 pub mod deliver;
-pub mod http;
+mod http;
 pub mod ingest;
 pub mod matcher;
-pub mod memo;
+mod memo;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
-pub mod reload;
-pub mod render;
-pub mod reply_routing;
+mod reload;
+mod render;
+mod reply_routing;
 pub mod runbooks;
 pub mod search;
 pub mod signature;

@@ -10,8 +10,8 @@ use clap::Parser;
 use runlink::startup::Application;
 
 /// A webhook's path allocates several buffers over a kilobyte (the body, the ticket's JSON,
-/// the rendered comment), past glibc's per-thread caches: its allocator took 60,000 of the
-/// 325,000 instructions per webhook (callgrind), mimalloc takes 21,000 of 284,000.
+/// the rendered comment), past glibc's per-thread caches; mimalloc spends about a third of
+/// glibc's instructions on them (callgrind figures in bench/HISTORY.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,9 +22,9 @@ const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 #[cfg(target_os = "linux")]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// mimalloc's defaults commit whole arenas up front and keep freed pages for a second: a
-/// storm's peak RSS doubled (55 to 113 MiB). Committing on demand and purging at once keep it
-/// near glibc's. The first arena is made before `main` runs, so this runs earlier still: as a
+/// mimalloc's defaults commit whole arenas up front and keep freed pages for a second, which
+/// doubled a storm's peak RSS (bench/HISTORY.md). Committing on demand and purging at once
+/// keep it near glibc's. The first arena is made before `main` runs, so this runs earlier still: as a
 /// constructor placed ahead of the default ones (mimalloc's own among them).
 #[cfg(target_os = "linux")]
 #[used]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 #[derive(Debug)]
-pub struct Memo<V> {
+pub(crate) struct Memo<V> {
     max: usize,
     entries: Mutex<HashMap<String, V>>,
 }
@@ -14,7 +14,7 @@ pub struct Memo<V> {
 impl<V: Clone> Memo<V> {
     /// Remembers at most `max` inputs; past that it starts again empty, which keeps the
     /// bound without bookkeeping (the storm's handful of rules is back after one miss each).
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Memo {
             max,
             entries: Mutex::new(HashMap::new()),
@@ -23,7 +23,7 @@ impl<V: Clone> Memo<V> {
 
     /// `f(key)`, computed at most once while `key` is remembered. `f` must be pure: a
     /// remembered value is returned for as long as the entry lives.
-    pub fn get(&self, key: &str, f: impl FnOnce(&str) -> V) -> V {
+    pub(crate) fn get(&self, key: &str, f: impl FnOnce(&str) -> V) -> V {
         if let Some(v) = self.lock().get(key) {
             return v.clone();
         }

@@ -21,7 +21,7 @@ use crate::runbooks::{Corpus, CorpusError};
 use crate::search::{RunbookIndex, SearchError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error(transparent)]
     Corpus(#[from] CorpusError),
     #[error("refused: {} lint error(s), first: {}", findings.len(), findings.first().map(String::as_str).unwrap_or(""))]
@@ -33,7 +33,7 @@ pub enum ReloadError {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     pub version: String,
     pub runbooks: usize,
     pub warnings: usize,
@@ -41,7 +41,7 @@ pub struct ReloadReport {
 }
 
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     pub dir: PathBuf,
     pub base_url: url::Url,
     pub settings: MatcherSettings,
@@ -73,7 +73,7 @@ fn build(
 }
 
 impl Reloader {
-    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
+    pub(crate) async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         let (dir, base, settings) = (
             self.dir.clone(),
@@ -126,7 +126,7 @@ impl Reloader {
 }
 
 /// A cheap summary of the corpus directory: every file's path, size and modification time.
-pub fn fingerprint(dir: &Path) -> u64 {
+pub(crate) fn fingerprint(dir: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -158,7 +158,7 @@ pub fn fingerprint(dir: &Path) -> u64 {
 
 /// Polls the corpus; reloads once a change has stayed put for one more interval, so an
 /// editor's save or a `git pull` in progress is not loaded half-written.
-pub async fn watch(
+pub(crate) async fn watch(
     reloader: Arc<Reloader>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -188,7 +188,7 @@ pub async fn watch(
 }
 
 /// Reloads on SIGHUP, the signal operators expect to mean "re-read your files".
-pub async fn on_sighup(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn on_sighup(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload");

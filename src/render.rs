@@ -33,7 +33,8 @@ pub enum RenderError {
 }
 
 /// The default template of each destination kind, all shipped in `templates/`.
-pub const TEMPLATES: &[&str] = &[
+#[cfg(test)]
+const TEMPLATES: &[&str] = &[
     "github.md.j2",
     "jira.md.j2",
     "pagerduty.txt.j2",
@@ -45,15 +46,15 @@ pub const TEMPLATES: &[&str] = &[
 /// The token every comment carries: how runlink recognises its own comments (loop guard) and
 /// finds out whether an uncertain post did land. Markdown templates hide it in an HTML
 /// comment (`marker`); plain-text destinations show it as a short reference line.
-pub fn marker_token(delivery_key: &str) -> String {
+pub(crate) fn marker_token(delivery_key: &str) -> String {
     format!("runlink:delivery={delivery_key}")
 }
 
-pub fn marker(delivery_key: &str) -> String {
+pub(crate) fn marker(delivery_key: &str) -> String {
     format!("<!-- {} -->", marker_token(delivery_key))
 }
 
-pub fn is_runlink_text(text: &str) -> bool {
+pub(crate) fn is_runlink_text(text: &str) -> bool {
     text.contains("runlink:delivery=")
 }
 

@@ -21,7 +21,7 @@ pub struct Resolution {
 
 /// The name routes use for a ticket's source: the ticket id's scope (`alertmanager`,
 /// `generic.chatops`).
-pub fn source_name(ticket: &Ticket) -> &str {
+pub(crate) fn source_name(ticket: &Ticket) -> &str {
     ticket
         .id
         .as_str()

@@ -9,7 +9,7 @@ pub mod github;
 pub mod jira;
 pub mod jira_markup;
 pub mod opsgenie;
-pub mod pacer;
+pub(crate) mod pacer;
 pub mod pagerduty;
 pub mod retry;
 pub mod servicenow;

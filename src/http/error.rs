@@ -11,7 +11,7 @@ use crate::pipeline::PipelineError;
 
 /// Every way a request can fail, as the HTTP surface names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(super) enum ErrorKind {
     PayloadTooLarge,
     UnreadableBody,
     MissingHeader,
@@ -66,12 +66,12 @@ impl ErrorKind {
         }
     }
 
-    pub fn status(self) -> StatusCode {
+    pub(super) fn status(self) -> StatusCode {
         self.spec().0
     }
 
     /// The machine-readable code, also the outcome label of a refused webhook in metrics.
-    pub fn code(self) -> &'static str {
+    pub(super) fn code(self) -> &'static str {
         self.spec().1
     }
 }
@@ -80,7 +80,7 @@ impl ErrorKind {
 /// (the lint errors that refused a reload).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct ApiError {
+pub(super) struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
     pub findings: Vec<String>,
@@ -99,7 +99,7 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
             kind,
             message: message.into(),
@@ -108,14 +108,14 @@ impl ApiError {
         }
     }
 
-    pub fn with_findings(mut self, findings: Vec<String>) -> Self {
+    pub(super) fn with_findings(mut self, findings: Vec<String>) -> Self {
         self.findings = findings;
         self
     }
 
     /// The ticket could not be stored: the sender is told to retry; the cause goes to the
     /// log only.
-    pub fn unavailable(cause: &PipelineError) -> Self {
+    pub(super) fn unavailable(cause: &PipelineError) -> Self {
         ApiError {
             cause: Some(cause.to_string()),
             ..ApiError::new(
@@ -125,14 +125,14 @@ impl ApiError {
         }
     }
 
-    pub fn too_large(limit: usize) -> Self {
+    pub(super) fn too_large(limit: usize) -> Self {
         ApiError::new(
             ErrorKind::PayloadTooLarge,
             format!("request body is larger than {limit} bytes"),
         )
     }
 
-    pub fn overloaded(pending: i64) -> Self {
+    pub(super) fn overloaded(pending: i64) -> Self {
         ApiError::new(
             ErrorKind::Overloaded,
             format!("too many deliveries pending ({pending}), try again later"),

@@ -2,10 +2,10 @@
 //! with one error shape (`error`). Handlers extract only the handles they use (`state`).
 
 mod admin;
-pub mod error;
+mod error;
 mod health;
 mod preview;
-pub mod state;
+mod state;
 mod webhooks;
 
 use actix_web::body::MessageBody;
@@ -17,10 +17,10 @@ use tracing::Instrument;
 
 use crate::ingest::{alertmanager, github, grafana, jira, opsgenie, pagerduty, servicenow};
 use error::{ApiError, ErrorKind};
-pub use state::{AdminToken, AppState, Limits};
+pub(crate) use state::{AdminToken, AppState, Limits};
 
 /// Registers every path and the handles their handlers extract.
-pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone + use<> {
+pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone + use<> {
     let state = state.clone();
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(state.pipeline.clone())
@@ -87,7 +87,7 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError
 
 /// Each request gets a span with an id (echoed as `X-Request-Id`), so every log line of one
 /// webhook can be found, from the sender's retry to the ticket it became.
-pub async fn request_span(
+pub(crate) async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

@@ -15,25 +15,25 @@ use crate::reload::Reloader;
 
 /// Request limits and the load-shedding threshold.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_body_bytes: usize,
     /// Above this many pending deliveries, new webhooks are shed with 503.
     pub high_water: u64,
 }
 
 impl Limits {
-    pub fn shedding(&self, metrics: &Metrics) -> bool {
+    pub(crate) fn shedding(&self, metrics: &Metrics) -> bool {
         metrics.pending() >= self.high_water as i64
     }
 }
 
 /// `server.admin_token`; admin endpoints are off without it.
 #[derive(Debug)]
-pub struct AdminToken(pub Option<Secret>);
+pub(crate) struct AdminToken(pub Option<Secret>);
 
 /// Everything `configure` registers.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub(super) pipeline: web::Data<Pipeline>,
     pub(super) metrics: web::Data<Metrics>,
     pub(super) limits: web::Data<Limits>,
@@ -50,7 +50,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
+    pub(crate) fn new(
         pipeline: Pipeline,
         metrics: Arc<Metrics>,
         limits: Limits,

@@ -25,8 +25,8 @@ pub struct TextHit {
 /// How sure runlink is of a text answer, in [0, 1]. A runbook is a confident answer when the
 /// ticket carries its name words, its words explain the ticket (the title above all), and
 /// it stands clear of the runner-up. The weights and the default threshold
-/// (`matcher.min_confidence`) were fitted with `runlink eval` so that 95 % of right answers
-/// on the development sets are confident; see README for the figures.
+/// (`matcher.min_confidence`) were fitted with `runlink eval` so that nearly all right answers
+/// on the development sets are confident; docs/matching.md has the figures.
 pub(super) fn text_confidence(hit: &TextHit, margin: f32) -> f32 {
     let raw = 2.0 * hit.name_coverage
         + 0.75 * hit.coverage
@@ -134,7 +134,7 @@ impl Matcher {
 const MAX_QUERY_TERMS: usize = 24;
 /// How many BM25 hits the re-ranker looks at.
 const RERANK_POOL: usize = 10;
-/// Re-ranking weights, set by `runlink eval` on the development sets (see README): the
+/// Re-ranking weights, set by `runlink eval` on the development sets (docs/matching.md): the
 /// runbook's name words found in the ticket separate siblings best; coverage of the
 /// ticket's words breaks ties between runbooks that share a name shape.
 const NAME_WEIGHT: f32 = 1.0;

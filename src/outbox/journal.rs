@@ -45,7 +45,7 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 const ZERO_AHEAD: u64 = 4 << 20;
 
 /// The directory beside a store file that holds its ingest log.
-pub fn dir_for(store: &Path) -> PathBuf {
+pub(super) fn dir_for(store: &Path) -> PathBuf {
     let mut name = store.file_name().unwrap_or_default().to_os_string();
     name.push("-ingest");
     store.with_file_name(name)
@@ -54,11 +54,11 @@ pub fn dir_for(store: &Path) -> PathBuf {
 /// Exclusive ownership of a log: one process appends and applies, others (the operator tools
 /// while a server runs) must not. Released when dropped, or when the process dies.
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] File);
+pub(super) struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
     /// `None` when another handle (in this process or another) owns the log.
-    pub fn try_acquire(dir: &Path) -> Result<Option<Lock>, JournalError> {
+    pub(super) fn try_acquire(dir: &Path) -> Result<Option<Lock>, JournalError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let path = dir.join("lock");
         let file = OpenOptions::new()
@@ -102,7 +102,7 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
 
 /// Every intact record of the log, in order. Records after a bad frame in the same segment
 /// are unreachable (their boundaries are lost) and reported through `warn`.
-pub fn read_all(dir: &Path) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
+pub(super) fn read_all(dir: &Path) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
     let mut records = Vec::new();
     for (_, path) in segments(dir)? {
         let mut bytes = Vec::new();
@@ -148,7 +148,7 @@ fn frame_at(bytes: &[u8]) -> Option<(u64, &[u8], usize)> {
 }
 
 /// Reads the payload of the frame at `offset` of a segment (written by this process).
-pub fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+pub(super) fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let mut bytes = vec![0; len];
     file.read_exact_at(&mut bytes, offset)?;
@@ -161,8 +161,9 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>>
     }
 }
 
-/// Appends one framed record to `buf`.
-pub fn frame(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+/// Appends one framed record to `buf`: the reference `frame_with` is tested against.
+#[cfg(test)]
+pub(crate) fn frame(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&seq.to_le_bytes());
     hasher.update(payload);
@@ -174,7 +175,7 @@ pub fn frame(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
 
 /// Appends a frame whose payload `write` puts straight into `buf`: a record is encoded once,
 /// in place, instead of into a buffer of its own that is then copied.
-pub fn frame_with(buf: &mut Vec<u8>, seq: u64, write: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn frame_with(buf: &mut Vec<u8>, seq: u64, write: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER]);
     write(buf);
@@ -190,11 +191,11 @@ pub fn frame_with(buf: &mut Vec<u8>, seq: u64, write: impl FnOnce(&mut Vec<u8>))
 /// Closed segments and the last sequence number each holds, shared between the appender
 /// (which closes them) and the applier (which deletes them once applied).
 #[derive(Debug, Clone, Default)]
-pub struct Retired(Arc<Mutex<VecDeque<(u64, PathBuf)>>>);
+pub(super) struct Retired(Arc<Mutex<VecDeque<(u64, PathBuf)>>>);
 
 impl Retired {
     /// Deletes every closed segment whose records are all applied (through `applied`).
-    pub fn delete_through(&self, applied: u64) {
+    pub(super) fn delete_through(&self, applied: u64) {
         let mut closed = self.0.lock().unwrap_or_else(|p| p.into_inner());
         while closed.front().is_some_and(|(last, _)| *last <= applied) {
             if let Some((_, path)) = closed.pop_front()
@@ -208,7 +209,7 @@ impl Retired {
 
 /// The segment being appended to.
 #[derive(Debug)]
-pub struct Journal {
+pub(super) struct Journal {
     dir: PathBuf,
     file: Arc<File>,
     path: PathBuf,
@@ -224,7 +225,7 @@ pub struct Journal {
 impl Journal {
     /// Deletes the segments that recovery applied and starts an empty one whose first record
     /// will be `next_seq`.
-    pub fn start(dir: &Path, next_seq: u64) -> Result<(Journal, Retired), JournalError> {
+    pub(super) fn start(dir: &Path, next_seq: u64) -> Result<(Journal, Retired), JournalError> {
         for (_, path) in segments(dir)? {
             std::fs::remove_file(&path).map_err(io_error(&path))?;
         }
@@ -263,7 +264,7 @@ impl Journal {
     /// stored: syncing is left to the caller, so the next group can be written while the
     /// last one is being flushed. On a write error the segment is cut back to where it was,
     /// so a record whose sender was told "not stored" is never applied later.
-    pub fn write(
+    pub(super) fn write(
         &mut self,
         framed: &[u8],
         last_seq: u64,
@@ -312,8 +313,9 @@ impl Journal {
         self.file.write_all_at(framed, self.len)
     }
 
-    /// `write` and the fsync, for callers that do not pipeline.
-    pub fn append(&mut self, framed: &[u8], last_seq: u64) -> Result<(), JournalError> {
+    /// `write` and the fsync, for tests that do not pipeline.
+    #[cfg(test)]
+    pub(crate) fn append(&mut self, framed: &[u8], last_seq: u64) -> Result<(), JournalError> {
         let path = self.path.clone();
         self.write(framed, last_seq)?
             .0
@@ -336,21 +338,21 @@ impl Journal {
 
 /// Length-prefixed fields: what a record's payload is made of.
 #[derive(Debug, Default)]
-pub struct Fields(pub Vec<u8>);
+pub(super) struct Fields(pub Vec<u8>);
 
 impl Fields {
-    pub fn str(&mut self, s: &str) -> &mut Self {
+    pub(super) fn str(&mut self, s: &str) -> &mut Self {
         self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
         self.0.extend_from_slice(s.as_bytes());
         self
     }
 
-    pub fn u64(&mut self, v: u64) -> &mut Self {
+    pub(super) fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
 
-    pub fn flag(&mut self, v: bool) -> &mut Self {
+    pub(super) fn flag(&mut self, v: bool) -> &mut Self {
         self.0.push(u8::from(v));
         self
     }
@@ -358,13 +360,13 @@ impl Fields {
 
 /// Reads back what `Fields` wrote, in the same order.
 #[derive(Debug)]
-pub struct FieldReader<'a> {
+pub(super) struct FieldReader<'a> {
     seq: u64,
     bytes: &'a [u8],
 }
 
 impl<'a> FieldReader<'a> {
-    pub fn new(seq: u64, bytes: &'a [u8]) -> Self {
+    pub(super) fn new(seq: u64, bytes: &'a [u8]) -> Self {
         FieldReader { seq, bytes }
     }
 
@@ -380,16 +382,16 @@ impl<'a> FieldReader<'a> {
         Ok(head)
     }
 
-    pub fn u64(&mut self, what: &str) -> Result<u64, JournalError> {
+    pub(super) fn u64(&mut self, what: &str) -> Result<u64, JournalError> {
         let raw = self.take(8, what)?;
         Ok(u64::from_le_bytes(raw.try_into().unwrap_or([0; 8])))
     }
 
-    pub fn flag(&mut self, what: &str) -> Result<bool, JournalError> {
+    pub(super) fn flag(&mut self, what: &str) -> Result<bool, JournalError> {
         Ok(self.take(1, what)?[0] != 0)
     }
 
-    pub fn str(&mut self, what: &str) -> Result<String, JournalError> {
+    pub(super) fn str(&mut self, what: &str) -> Result<String, JournalError> {
         let len = self.take(4, what)?;
         let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4])) as usize;
         let raw = self.take(len, what)?;

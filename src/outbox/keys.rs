@@ -11,7 +11,7 @@ const BITS_PER_KEY: usize = 10;
 const HASHES: u64 = 7;
 
 #[derive(Debug)]
-pub struct KeyFilter {
+pub(super) struct KeyFilter {
     bits: Vec<u64>,
     capacity: usize,
     len: usize,
@@ -19,7 +19,7 @@ pub struct KeyFilter {
 }
 
 impl KeyFilter {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(super) fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1024);
         let words = (capacity * BITS_PER_KEY).div_ceil(64);
         KeyFilter {
@@ -31,7 +31,7 @@ impl KeyFilter {
     }
 
     /// Past its capacity the false-positive rate climbs; the owner rebuilds a larger one.
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.len >= self.capacity
     }
 
@@ -46,7 +46,7 @@ impl KeyFilter {
         (0..HASHES).map(move |i| (a.wrapping_add(i.wrapping_mul(b)) % n) as usize)
     }
 
-    pub fn insert(&mut self, kind: u8, key: &str) {
+    pub(super) fn insert(&mut self, kind: u8, key: &str) {
         for bit in self.probes(kind, key) {
             self.bits[bit / 64] |= 1 << (bit % 64);
         }
@@ -54,7 +54,7 @@ impl KeyFilter {
     }
 
     /// `false` means the key was never inserted.
-    pub fn may_contain(&self, kind: u8, key: &str) -> bool {
+    pub(super) fn may_contain(&self, kind: u8, key: &str) -> bool {
         self.probes(kind, key)
             .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
     }

@@ -4,8 +4,8 @@
 //! is made from; the delivery worker then drains it. The store is a trait so the embedded SQLite backend
 //! and a shared database backend behave the same for the rest of the program.
 
-pub mod journal;
-pub mod keys;
+mod journal;
+mod keys;
 pub mod postgres;
 pub mod sqlite;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct FrontMatter {
+pub(super) struct FrontMatter {
     pub title: Option<String>,
     #[serde(default)]
     pub alarms: Vec<String>,
@@ -26,7 +26,7 @@ pub struct FrontMatter {
 }
 
 /// The keys runlink itself understands, for "did you mean" hints.
-pub const KNOWN_KEYS: &[&str] = &[
+pub(super) const KNOWN_KEYS: &[&str] = &[
     "title",
     "alarms",
     "match",
@@ -47,7 +47,7 @@ pub enum FrontMatterError {
 /// Splits a document into its front matter (parsed) and the Markdown after it.
 /// `body_line` is the 1-based line on which the Markdown starts, so later errors can point
 /// at the right line of the file.
-pub fn split(source: &str) -> Result<(FrontMatter, &str, usize), FrontMatterError> {
+pub(super) fn split(source: &str) -> Result<(FrontMatter, &str, usize), FrontMatterError> {
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let Some(rest) = source
         .strip_prefix("---\n")

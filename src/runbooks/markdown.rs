@@ -14,14 +14,14 @@ pub enum Step {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct Section {
+pub(super) struct Section {
     pub heading: String,
     pub blocks: Vec<Step>,
     pub text: String,
 }
 
 #[derive(Debug, Default)]
-pub struct Document {
+pub(super) struct Document {
     pub h1: Option<String>,
     /// Content before the first sub-heading has an empty heading.
     pub sections: Vec<Section>,
@@ -29,7 +29,7 @@ pub struct Document {
 }
 
 impl Document {
-    pub fn section(&self, names: &[&str]) -> Option<&Section> {
+    pub(super) fn section(&self, names: &[&str]) -> Option<&Section> {
         self.sections.iter().find(|s| {
             let heading = s.heading.to_lowercase();
             names.iter().any(|n| heading.starts_with(n))
@@ -87,7 +87,7 @@ impl Walker {
     }
 }
 
-pub fn parse(markdown: &str) -> Document {
+pub(super) fn parse(markdown: &str) -> Document {
     let mut w = Walker::default();
     for event in Parser::new(markdown) {
         match event {

@@ -3,9 +3,9 @@
 //! broken runbook is reported by path and the rest still load, because an index that refuses
 //! to start over one typo helps nobody during an incident.
 
-pub mod front_matter;
+mod front_matter;
 pub mod lint;
-pub mod markdown;
+mod markdown;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,8 @@
 //! is thousands of files at most) and never mutated: a new corpus gets a new index, swapped
 //! whole, so a reader always sees one consistent version.
 
-pub mod schema;
-pub mod synonyms;
+mod schema;
+mod synonyms;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

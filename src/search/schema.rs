@@ -13,10 +13,10 @@ use tantivy::tokenizer::{
 
 use super::synonyms::SynonymFilter;
 
-pub const ANALYZER: &str = "runlink";
+pub(super) const ANALYZER: &str = "runlink";
 
 #[derive(Debug, Clone, Copy)]
-pub struct Fields {
+pub(super) struct Fields {
     pub id: Field,
     pub ord: Field,
     /// Alarm names split into words (`Node Filesystem Space Filling Up`).
@@ -33,7 +33,7 @@ impl Fields {
     ///
     /// Headings are indexed (they are in the body text too) but not queried separately:
     /// runbooks share the same few headings, so the field separated nothing in evaluation.
-    pub fn weighted(&self) -> [(Field, f32); 4] {
+    pub(super) fn weighted(&self) -> [(Field, f32); 4] {
         [
             (self.name, 4.0),
             (self.title, 2.5),
@@ -43,7 +43,7 @@ impl Fields {
     }
 }
 
-pub fn build() -> (Schema, Fields) {
+pub(super) fn build() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
@@ -89,7 +89,7 @@ fn stemming() -> TextAnalyzerBuilder<impl Tokenizer> {
 }
 
 /// Stems every word of every group and maps it to its group's first stem.
-pub fn synonym_map(groups: &[Vec<String>]) -> HashMap<String, String> {
+pub(super) fn synonym_map(groups: &[Vec<String>]) -> HashMap<String, String> {
     let mut base = stemming().build();
     let mut map = HashMap::new();
     for group in groups {
@@ -108,14 +108,14 @@ pub fn synonym_map(groups: &[Vec<String>]) -> HashMap<String, String> {
     map
 }
 
-pub fn default_synonyms() -> Vec<Vec<String>> {
+pub(super) fn default_synonyms() -> Vec<Vec<String>> {
     super::synonyms::DEFAULT_GROUPS
         .iter()
         .map(|g| g.iter().map(|w| w.to_string()).collect())
         .collect()
 }
 
-pub fn analyzer(synonyms: &[Vec<String>]) -> TextAnalyzer {
+pub(super) fn analyzer(synonyms: &[Vec<String>]) -> TextAnalyzer {
     stemming()
         .filter(SynonymFilter::new(synonym_map(synonyms)))
         .build()
@@ -132,11 +132,11 @@ fn tokens_raw(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
 
 /// The analyzed tokens of `text`, in order, duplicates kept. Applies the same preparation
 /// as indexing (see `prepare`).
-pub fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+pub(super) fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     tokens_raw(analyzer, &prepare(text))
 }
 
 /// Text preparation shared by indexing and querying: CamelCase identifiers become words.
-pub fn prepare(text: &str) -> String {
+pub(super) fn prepare(text: &str) -> String {
     crate::signature::split_words(text)
 }

@@ -10,12 +10,12 @@ use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
 
 /// Stemmed term -> the stemmed canonical term of its group.
 #[derive(Clone, Debug, Default)]
-pub struct SynonymFilter {
+pub(super) struct SynonymFilter {
     map: Arc<HashMap<String, String>>,
 }
 
 impl SynonymFilter {
-    pub fn new(map: HashMap<String, String>) -> Self {
+    pub(super) fn new(map: HashMap<String, String>) -> Self {
         SynonymFilter { map: Arc::new(map) }
     }
 }
@@ -32,7 +32,7 @@ impl TokenFilter for SynonymFilter {
 }
 
 #[derive(Clone)]
-pub struct SynonymTokenizer<T> {
+pub(super) struct SynonymTokenizer<T> {
     tokenizer: T,
     map: Arc<HashMap<String, String>>,
 }
@@ -48,7 +48,7 @@ impl<T: Tokenizer> Tokenizer for SynonymTokenizer<T> {
     }
 }
 
-pub struct SynonymTokenStream<'a, T> {
+pub(super) struct SynonymTokenStream<'a, T> {
     tail: T,
     map: &'a HashMap<String, String>,
 }
@@ -75,7 +75,7 @@ impl<T: TokenStream> TokenStream for SynonymTokenStream<'_, T> {
 
 /// Built-in groups of words that mean the same in alerts and runbooks; the first word of a
 /// group is its canonical form. Configurable (`matcher.synonyms`), these are the defaults.
-pub const DEFAULT_GROUPS: &[&[&str]] = &[
+pub(super) const DEFAULT_GROUPS: &[&[&str]] = &[
     &[
         "config",
         "configuration",

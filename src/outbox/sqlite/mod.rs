@@ -59,8 +59,8 @@ const APPLY_QUEUE: usize = 65_536;
 /// After a group of at least this many records the flusher waits `LINGER` before taking
 /// the next one...
 const LINGER_AFTER: usize = 4;
-/// ...which adds this much to a burst's acknowledgements and takes two thirds of its fsyncs
-/// away (bench/HISTORY.md).
+/// ...which adds this much to a burst's acknowledgements and takes most of its fsyncs away
+/// (measured in bench/HISTORY.md).
 const LINGER: Duration = Duration::from_micros(300);
 /// Applied records taken out of the overlay per hold of its lock.
 const OVERLAY_SLICE: usize = 64;

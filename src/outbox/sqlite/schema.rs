@@ -68,7 +68,7 @@ CREATE TABLE journal_applied (
 INSERT INTO journal_applied (id, seq) VALUES (1, 0);
 "#,
     // `CHECK (state IN (...))` built a temporary B-tree for its list on every insert and
-    // state change (a third of the applier's work per webhook); a chain of `=` does not.
+    // state change (a large share of the applier's work, bench/HISTORY.md); a chain of `=` does not.
     r#"
 CREATE TABLE outbox_new (
     id INTEGER PRIMARY KEY,
