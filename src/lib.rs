@@ -26,6 +26,7 @@ pub mod runbooks;
 pub mod search;
 pub mod signature;
 pub mod startup;
+mod suggest;
 pub mod telemetry;
 pub mod ticket;
 pub mod wiring;

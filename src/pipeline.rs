@@ -314,8 +314,17 @@ impl Pipeline {
                 None
             }
         };
+        let echo = match &delivery {
+            Some(d) if !self.store.defers_matching() => {
+                self.store.is_enriched(&d.delivery_key).await?
+            }
+            _ => false,
+        };
         let matching = if self.store.defers_matching() {
             Matching::Deferred
+        } else if echo {
+            // The store answers `already_enriched` for it; the match would be thrown away.
+            Matching::Done
         } else {
             let planned = delivery.as_ref().map(|d| Comment {
                 destination: &d.destination,

@@ -86,7 +86,31 @@ struct MatchView<'a> {
     url: String,
     why: String,
     confidence: f32,
-    steps: &'a [Step],
+    steps: Vec<StepView<'a>>,
+}
+
+/// A step with its number in the list: text steps are numbered 1, 2, 3 and the commands
+/// that follow a step belong to it, so a list reads "1.", a code block, "2.".
+#[derive(Serialize)]
+struct StepView<'a> {
+    #[serde(flatten)]
+    step: &'a Step,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number: Option<usize>,
+}
+
+fn numbered(steps: &[Step]) -> Vec<StepView<'_>> {
+    let mut next = 0;
+    steps
+        .iter()
+        .map(|step| StepView {
+            step,
+            number: matches!(step, Step::Text { .. }).then(|| {
+                next += 1;
+                next
+            }),
+        })
+        .collect()
 }
 
 impl<'a> MatchView<'a> {
@@ -97,12 +121,25 @@ impl<'a> MatchView<'a> {
             why: candidate.reason.describe(),
             confidence: candidate.confidence,
             steps: if with_steps {
-                &candidate.runbook.first_steps
+                numbered(&candidate.runbook.first_steps)
             } else {
-                &[]
+                Vec::new()
             },
         }
     }
+}
+
+/// At most this much of the ticket's own text goes into a comment: a comment that has to be
+/// cut to fit its destination loses ticket text first, never the runbook links or steps.
+const TICKET_TEXT_MAX: usize = 300;
+
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().count() <= TICKET_TEXT_MAX {
+        return text.into();
+    }
+    let mut cut: String = text.chars().take(TICKET_TEXT_MAX - 1).collect();
+    cut.push('…');
+    cut.into()
 }
 
 #[derive(Serialize)]
@@ -254,9 +291,9 @@ impl Renderer {
         tmpl.render(minijinja::value::Serde(CommentContext {
             ticket: TicketView {
                 id: ticket.id.as_str(),
-                title: &ticket.title,
+                title: &bounded(&ticket.title),
             },
-            signature: signature.to_string(),
+            signature: bounded(&signature.to_string()).into_owned(),
             matches,
             closest,
             no_match_text: &self.no_match_text,
@@ -285,7 +322,7 @@ mod tests {
         let base = url::Url::parse("https://rb.example/").unwrap();
         let rb = Runbook::parse(
             Path::new("disk.md"),
-            "---\ntitle: Disk full\nalarms: [DiskFull]\n---\n# Disk\n\n## Diagnosis\n\n- Run `df -h`\n\n```sh\ndu -xh / | sort -h\n```\n",
+            "---\ntitle: Disk full\nalarms: [DiskFull]\n---\n# Disk\n\n## Diagnosis\n\n- Run `df -h`\n\n```sh\ndu -xh / | sort -h\n```\n\n- Then check growth.\n",
             &base,
         )
         .unwrap();
@@ -347,6 +384,28 @@ mod tests {
     }
 
     #[test]
+    fn steps_are_numbered_without_the_commands_between_them() {
+        let steps = vec![
+            Step::Text {
+                text: "Check the node:".into(),
+            },
+            Step::Code {
+                lang: "sh".into(),
+                code: "kubectl get nodes".into(),
+            },
+            Step::Text {
+                text: "Then the kubelet.".into(),
+            },
+        ];
+        let numbers: Vec<Option<usize>> = numbered(&steps).iter().map(|s| s.number).collect();
+        assert_eq!(numbers, vec![Some(1), None, Some(2)]);
+        let json = serde_json::to_value(numbered(&steps)).unwrap();
+        assert_eq!(json[2]["number"], 2);
+        assert_eq!(json[2]["kind"], "text");
+        assert_eq!(json[1]["code"], "kubectl get nodes");
+    }
+
+    #[test]
     fn every_default_template_carries_the_marker_link_and_steps() {
         let (renderer, matcher) = setup();
         let t = ticket("[FIRING:1] DiskFull");
@@ -357,6 +416,9 @@ mod tests {
             assert!(out.contains("https://rb.example/disk"), "{name}: {out}");
             assert!(out.contains("df -h"), "{name}: {out}");
             assert!(out.contains("du -xh / | sort -h"), "{name}: {out}");
+            // The command belongs to the first step: the next one is the second.
+            assert!(out.contains("2. Then check growth."), "{name}: {out}");
+            assert!(!out.contains("3. "), "{name}: {out}");
             // Jira carries the marker as a comment property instead.
             if *name != "jira.md.j2" {
                 assert!(out.contains(&marker_token("k123")), "{name}: {out}");

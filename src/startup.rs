@@ -88,6 +88,7 @@ impl Application {
             metrics.clone(),
             Limits {
                 max_body_bytes: config.max_body_bytes,
+                body_timeout: config.body_timeout,
                 high_water: config.outbox.high_water,
             },
             reloader.clone(),
@@ -106,18 +107,27 @@ impl Application {
                 source,
             })?
             .port();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let connections = connection_limit(config.max_connections, workers);
         let server = actix_web::HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(crate::http::request_span))
                 .configure(crate::http::configure(&state))
         })
+        .workers(workers)
+        .max_connections(connections.div_ceil(workers).max(1))
+        .client_request_timeout(config.request_timeout)
         .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: config.listen.to_string(),
             source,
         })?
         .run();
-        tracing::info!(port, "listening");
+        tracing::info!(
+            port,
+            max_connections = connections,
+            "listening; past max_connections new connections wait in the backlog"
+        );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(reload::on_sighup(reloader.clone(), shutdown_rx.clone()));
@@ -166,6 +176,43 @@ impl Application {
         }
         result
     }
+}
+
+/// Open connections at most: the configured number, or what the process's file limit leaves
+/// room for (raised to its hard limit first), keeping a quarter of it for the store, the
+/// ingest log and outgoing requests. Slow clients past it wait in the backlog instead of
+/// taking the descriptors everything else needs.
+fn connection_limit(configured: usize, workers: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let files = raise_file_limit();
+    let limit = (files - files / 4).max(workers as u64 * 16);
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// Raises the soft limit on open files to the hard one; returns the limit in force.
+fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur.min(1 << 20)
 }
 
 /// The pending count each replica keeps is its own accepts minus its own deliveries; with

@@ -64,6 +64,9 @@ macro_rules! string_id {
                 if trimmed.len() > 512 {
                     return Err(InvalidId::TooLong);
                 }
+                if trimmed.chars().any(char::is_control) {
+                    return Err(InvalidId::Control);
+                }
                 Ok($name(trimmed.to_string()))
             }
 
@@ -86,6 +89,8 @@ pub enum InvalidId {
     Empty,
     #[error("is longer than 512 characters")]
     TooLong,
+    #[error("contains a control character")]
+    Control,
 }
 
 string_id!(
@@ -264,9 +269,65 @@ pub struct Ticket {
     pub query: Option<String>,
 }
 
+impl Ticket {
+    /// The ticket without the control characters a sender put in its text (NUL, BEL,
+    /// terminal escapes): they would reach the comment and the logs as they are. A title is
+    /// one line; the other fields keep their line breaks and tabs.
+    pub fn without_controls(mut self) -> Self {
+        self.title = scrub(&self.title, false);
+        self.body = scrub(&self.body, true);
+        for value in self
+            .labels
+            .values_mut()
+            .chain(self.annotations.values_mut())
+        {
+            *value = scrub(value, true);
+        }
+        self.alertname = self.alertname.map(|n| scrub(&n, false));
+        self
+    }
+}
+
+fn scrub(text: &str, multiline: bool) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .filter_map(|c| match c {
+            '\n' | '\t' if multiline => Some(c),
+            '\r' if multiline => None,
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_leave_the_text_and_ids_with_them_are_refused() {
+        let ticket = Ticket {
+            id: TicketId::parse("t:1").unwrap(),
+            source: SourceKind::Manual,
+            delivery: DeliveryId::parse("d").unwrap(),
+            title: "disk\u{7}full\u{1b}[31m on\nhost\u{0}".into(),
+            body: "line 1\r\nline\t2\u{1b}[0m\u{9b}".into(),
+            labels: BTreeMap::from([("k".to_string(), "v\u{0}".to_string())]),
+            annotations: BTreeMap::new(),
+            alertname: Some("Disk\u{7}Full".into()),
+            reply: None,
+            query: None,
+        }
+        .without_controls();
+        assert_eq!(ticket.title, "diskfull[31m on host");
+        assert_eq!(ticket.body, "line 1\nline\t2[0m");
+        assert_eq!(ticket.labels["k"], "v");
+        assert_eq!(ticket.alertname.as_deref(), Some("DiskFull"));
+        assert_eq!(TicketId::parse("a\nb"), Err(InvalidId::Control));
+    }
 
     #[test]
     fn ids_are_trimmed_and_never_empty() {

@@ -179,9 +179,6 @@ pub fn build_destinations(
 ) -> Result<(Destinations, HashMap<String, String>), BuildError> {
     let mut built: Vec<(Arc<dyn Destination>, &str)> = Vec::new();
     if let Some(github) = &config.github {
-        if github.token.is_none() {
-            tracing::warn!("destinations.github.token is not set: GitHub will refuse comments");
-        }
         built.push((
             Arc::new(GithubDestination::new(
                 github,

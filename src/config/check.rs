@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::raw::RawSettings;
 use super::{
-    Config, ConfigError, MatcherConfig, OutboxConfig, StoreUrl, check_routes, parse_base_url,
+    Config, ConfigError, MatcherConfig, OutboxConfig, Sources, StoreUrl, check_routes,
+    parse_base_url,
 };
 
 impl TryFrom<RawSettings> for Config {
@@ -54,9 +55,14 @@ impl TryFrom<RawSettings> for Config {
         }
         let destinations = raw.destinations.check()?;
         let routes = check_routes(raw.routes, &destinations.names())?;
+        let sources = raw.sources.check()?;
+        check_replies(&sources, &destinations.names())?;
         Ok(Config {
             listen,
             max_body_bytes: raw.server.max_body_bytes,
+            request_timeout: Duration::from_millis(raw.server.request_timeout_ms.max(100)),
+            body_timeout: Duration::from_millis(raw.server.body_timeout_ms.max(100)),
+            max_connections: raw.server.max_connections,
             runbooks_dir: raw.runbooks.dir,
             runbooks_base_url: parse_base_url("runbooks.base_url", &raw.runbooks.base_url)?,
             runbooks_watch: raw
@@ -86,9 +92,30 @@ impl TryFrom<RawSettings> for Config {
                 high_water: raw.outbox.high_water.max(1),
                 max_per_ticket: raw.outbox.max_per_ticket.max(1),
             },
-            sources: raw.sources.check()?,
+            sources,
             destinations,
             routes,
         })
     }
+}
+
+/// A generic source that answers on a destination nobody configured would refuse every
+/// webhook with a 4xx, which its sender does not retry: caught here, before any is lost.
+fn check_replies(sources: &Sources, destinations: &[String]) -> Result<(), ConfigError> {
+    for (name, source) in &sources.generic {
+        if let Some((destination, _)) = &source.reply
+            && !destinations.contains(destination)
+        {
+            let known = if destinations.is_empty() {
+                "none is configured".to_string()
+            } else {
+                format!("configured: {}", destinations.join(", "))
+            };
+            return Err(ConfigError::invalid(
+                "sources.generic.<name>.reply_destination",
+                format!("`{name}`: destination `{destination}` is not configured ({known})"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -149,6 +149,7 @@ pub struct RawGeneric {
     pub headers: BTreeMap<String, Secret>,
     pub body: Option<String>,
     pub content_type: Option<String>,
+    pub max_chars: Option<usize>,
     #[serde(flatten)]
     pub common: RawCommon,
 }
@@ -223,6 +224,8 @@ pub struct GenericDestinationConfig {
     /// minijinja template of the request body; sees `comment`, `target.id`, `marker`.
     pub body: String,
     pub content_type: String,
+    /// The comment is cut to this many characters (its links and marker kept).
+    pub max_chars: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -442,6 +445,7 @@ impl RawDestinations {
                 content_type: raw
                     .content_type
                     .unwrap_or_else(|| "application/json".into()),
+                max_chars: raw.max_chars.unwrap_or(65_536).max(256),
             });
         }
         Ok(DestinationsConfig {

@@ -13,6 +13,7 @@ use url::Url;
 
 mod check;
 mod destinations;
+mod keys;
 mod raw;
 mod sources;
 #[cfg(test)]
@@ -26,8 +27,10 @@ pub use urls::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config: {0}")]
+    #[error(transparent)]
     Load(#[from] config::ConfigError),
+    #[error("{}", .0.join("; "))]
+    Unknown(Vec<String>),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -66,6 +69,12 @@ impl fmt::Debug for Secret {
 pub struct Config {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers...
+    pub request_timeout: Duration,
+    /// ...and its body: a sender that trickles bytes is cut off, not waited for.
+    pub body_timeout: Duration,
+    /// Open connections at most, all workers together; 0 derives it from the file limit.
+    pub max_connections: usize,
     pub runbooks_dir: PathBuf,
     pub runbooks_base_url: Url,
     /// Reload the corpus when its files change (polled every `watch_interval`).

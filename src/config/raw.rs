@@ -27,6 +27,9 @@ pub struct RawSettings {
 pub struct RawServer {
     pub listen: String,
     pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub max_connections: usize,
     pub admin_token: Option<Secret>,
 }
 
@@ -84,13 +87,38 @@ impl RawSettings {
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
+        // Values are taken as the strings they are: parsing them here would turn a token
+        // `007` into the number 7 and `1e3` into 1000. Numeric keys still read as numbers.
         builder = builder.add_source(
             config::Environment::with_prefix("RUNLINK")
                 .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+                .separator("__"),
         );
-        Ok(builder.build()?.try_deserialize()?)
+        let env: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| name.starts_with("RUNLINK__"))
+            .collect();
+        Self::checked(builder.build()?, &env)
+    }
+
+    /// Refuses unknown keys, then reads the settings.
+    fn checked(built: config::Config, env: &[String]) -> Result<Self, ConfigError> {
+        let tree: serde_json::Value = built.clone().try_deserialize()?;
+        super::keys::check_known(&tree, env)?;
+        let mut settings: RawSettings = built.try_deserialize()?;
+        settings.sources.configured = tree["sources"]
+            .as_object()
+            .map(|tables| {
+                tables
+                    .iter()
+                    .filter(|(name, table)| {
+                        *name != "generic" && table.as_object().is_some_and(|t| !t.is_empty())
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(settings)
     }
 
     /// Defaults plus TOML layers, later ones winning: what tests and tools use to build a
@@ -101,6 +129,6 @@ impl RawSettings {
         for layer in layers {
             builder = builder.add_source(config::File::from_str(layer, config::FileFormat::Toml));
         }
-        Ok(builder.build()?.try_deserialize()?)
+        Self::checked(builder.build()?, &[])
     }
 }

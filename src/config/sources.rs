@@ -26,6 +26,9 @@ pub struct RawSources {
     pub servicenow: RawServicenowSource,
     #[serde(default)]
     pub generic: BTreeMap<String, RawGenericSource>,
+    /// The built-in sources that have a table in the settings (filled in by the loader).
+    #[serde(skip)]
+    pub configured: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +112,9 @@ pub struct Sources {
     pub opsgenie: OpsgenieSource,
     pub servicenow: ServicenowAuth,
     pub generic: BTreeMap<String, GenericSource>,
+    /// The built-in sources the settings name: only those are warned about at start-up
+    /// (the others warn when their first webhook arrives).
+    pub configured: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -231,6 +237,7 @@ impl RawSources {
             );
         }
         Ok(Sources {
+            configured: self.configured,
             github_secret: present(self.github.secret),
             alertmanager_token: present(self.alertmanager.token),
             grafana,
@@ -253,7 +260,7 @@ impl Sources {
     pub fn unauthenticated(&self) -> Vec<String> {
         let mut open = Vec::new();
         let mut check = |name: &str, secured: bool| {
-            if !secured {
+            if !secured && self.configured.iter().any(|c| c == name) {
                 open.push(name.to_string());
             }
         };

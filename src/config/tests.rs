@@ -133,14 +133,13 @@ annotation = "ticket"
 #[test]
 fn unauthenticated_sources_are_listed_for_the_warning() {
     let config = Config::from_toml(
-        "[sources.github]\nsecret = \"s\"\n[sources.pagerduty]\nsecrets = [\"a\"]\n[sources.generic.t]\ntitle = \"/t\"\nid = \"/i\"",
+        "[sources.github]\nsecret = \"s\"\n[sources.pagerduty]\nsecrets = [\"a\"]\n[sources.opsgenie]\nheader = \"X-T\"\n[sources.generic.t]\ntitle = \"/t\"\nid = \"/i\"",
     )
     .unwrap();
     let open = config.sources.unauthenticated();
-    assert!(!open.contains(&"github".to_string()));
-    assert!(!open.contains(&"pagerduty".to_string()));
-    assert!(open.contains(&"jira".to_string()));
-    assert!(open.contains(&"generic.t".to_string()));
+    assert_eq!(open, vec!["opsgenie".to_string(), "generic.t".to_string()]);
+    // A source the settings never mention is not warned about at start-up.
+    assert!(!open.contains(&"jira".to_string()));
 }
 
 #[test]
@@ -151,4 +150,33 @@ fn postgres_urls_are_accepted_and_print_without_their_password() {
     let printed = format!("{config:?}");
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(printed.contains("db:5432"), "{printed}");
+}
+
+#[test]
+fn a_reply_destination_that_is_not_configured_stops_start_up() {
+    let err = Config::from_toml(
+        "[sources.generic.helpdesk]\ntitle = \"/t\"\nid = \"/i\"\nreply_destination = \"generic.desk\"\nreply_id = \"/i\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sources.generic.<name>.reply_destination"),
+        "{err}"
+    );
+    assert!(err.contains("`generic.desk` is not configured"), "{err}");
+    let ok = Config::from_toml(
+        "[sources.generic.helpdesk]\ntitle = \"/t\"\nid = \"/i\"\nreply_destination = \"generic.desk\"\nreply_id = \"/i\"\n[destinations.generic.desk]\napi_url = \"https://desk.example\"\npath = \"/x\"\n",
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+#[test]
+fn an_unknown_key_in_a_file_stops_start_up_naming_it() {
+    let err = Config::from_toml("[sources.github]\nsecrte = \"s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "unknown configuration key `sources.github.secrte` (did you mean `sources.github.secret`?)"
+    );
 }

@@ -28,23 +28,38 @@ pub struct GenericDestination {
     method: reqwest::Method,
     headers: BTreeMap<String, Secret>,
     content_type: String,
+    max_chars: usize,
     templates: Environment<'static>,
     policy: RetryPolicy,
     pacer: Pacer,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
 struct Target<'a> {
     id: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
 struct Context<'a> {
     comment: &'a str,
     target: Target<'a>,
     ticket: &'a str,
     delivery_key: &'a str,
-    marker: String,
+    marker: &'a str,
+}
+
+/// Percent-encodes everything but the unreserved characters.
+fn encode_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        let keep = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~' | b'.');
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +78,8 @@ impl GenericDestination {
         policy: RetryPolicy,
     ) -> Result<Self, GenericTemplateError> {
         let mut templates = Environment::new();
+        // In a path, `urlencode` must make one segment of anything: minijinja's own keeps `/`.
+        templates.add_filter("urlencode", |value: String| encode_segment(&value));
         for (field, source) in [("path", &config.path), ("body", &config.body)] {
             templates
                 .add_template_owned(field, source.clone())
@@ -80,18 +97,20 @@ impl GenericDestination {
             method: config.method.clone(),
             headers: config.headers.clone(),
             content_type: config.content_type.clone(),
+            max_chars: config.max_chars,
             templates,
             policy,
             pacer: Pacer::new(config.common.pacing.clone()),
         };
         // Unknown filters and the like only show when a template runs: run both once now,
         // so a typo fails the start-up instead of every delivery.
+        let marker = crate::render::marker_token("key");
         let sample = Context {
             comment: "comment",
             target: Target { id: "id" },
             ticket: "ticket",
             delivery_key: "key",
-            marker: crate::render::marker_token("key"),
+            marker: &marker,
         };
         for field in ["path", "body"] {
             destination
@@ -105,6 +124,31 @@ impl GenericDestination {
                 })?;
         }
         Ok(destination)
+    }
+
+    /// The path for `context`, refused when the target id changed its shape (added a
+    /// segment, a query or a fragment, or climbs with `..`): an id from a ticket must never
+    /// steer a request, with the configured credentials, to another endpoint.
+    fn path(&self, context: &Context<'_>) -> Result<String, String> {
+        let path = self.render("path", context)?;
+        let sample = Context {
+            target: Target { id: "id" },
+            ..*context
+        };
+        let expected = self.render("path", &sample)?;
+        let shape = |p: &str| (p.matches('/').count(), p.contains('?'), p.contains('#'));
+        // URL parsers read `%2e` as a dot, so an encoded `..` climbs all the same.
+        let climbs = path.split(['/', '?', '#']).any(|segment| {
+            let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+            segment == ".." || segment == "."
+        });
+        if shape(&path) != shape(&expected) || climbs {
+            return Err(format!(
+                "destinations.{}.path: the target id `{}` does not fit in one path segment",
+                self.destination, context.target.id
+            ));
+        }
+        Ok(path)
     }
 
     fn render(&self, field: &str, context: &Context<'_>) -> Result<String, String> {
@@ -140,14 +184,16 @@ impl Destination for GenericDestination {
         if *name != self.target_name {
             return wrong_target(self.name(), item);
         }
+        let marker = crate::render::marker_token(&item.delivery_key);
+        let comment = super::fit(&item.body, self.max_chars);
         let context = Context {
-            comment: &item.body,
+            comment: &comment,
             target: Target { id },
             ticket: item.ticket.as_str(),
             delivery_key: &item.delivery_key,
-            marker: crate::render::marker_token(&item.delivery_key),
+            marker: &marker,
         };
-        let (path, body) = match (self.render("path", &context), self.render("body", &context)) {
+        let (path, body) = match (self.path(&context), self.render("body", &context)) {
             (Ok(path), Ok(body)) => (path, body),
             (Err(e), _) | (_, Err(e)) => return Attempt::give_up(e),
         };

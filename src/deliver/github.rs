@@ -24,6 +24,9 @@ struct ExistingComment {
 /// runlink comments on, bounded so a huge thread cannot stall the worker.
 const MARKER_PAGES: u32 = 5;
 
+/// GitHub refuses a comment body over 65,536 characters.
+const MAX_COMMENT_CHARS: usize = 65_536;
+
 #[derive(Debug)]
 pub struct GithubDestination {
     client: reqwest::Client,
@@ -56,7 +59,17 @@ impl GithubDestination {
             .header("X-GitHub-Api-Version", "2022-11-28");
         match &self.token {
             Some(token) => request.bearer_auth(token.expose()),
-            None => request,
+            None => {
+                // Said when GitHub is first used, not at every start of a server that
+                // never posts there.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        "destinations.github.token is not set: GitHub will refuse comments"
+                    )
+                });
+                request
+            }
         }
     }
 
@@ -118,9 +131,9 @@ impl Destination for GithubDestination {
         let Some(url) = self.comments_url(&item.target) else {
             return wrong_target(self.name(), item);
         };
-        let request = self
-            .request(reqwest::Method::POST, url)
-            .json(&Comment { body: &item.body });
+        let request = self.request(reqwest::Method::POST, url).json(&Comment {
+            body: &super::fit(&item.body, MAX_COMMENT_CHARS),
+        });
         send(&self.policy, request).await
     }
 }

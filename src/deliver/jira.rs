@@ -18,6 +18,8 @@ use crate::ticket::ReplyTarget;
 pub const PROPERTY: &str = "runlink";
 const MARKER_PAGES: u32 = 5;
 const PAGE_SIZE: usize = 100;
+/// Jira refuses a comment body over 32,767 characters.
+const MAX_COMMENT_CHARS: usize = 32_767;
 
 #[derive(Debug)]
 pub struct JiraDestination {
@@ -98,9 +100,10 @@ impl JiraDestination {
         if self.internal {
             properties.push(json!({"key": "sd.public.comment", "value": {"internal": true}}));
         }
+        let text = super::fit(&item.body, MAX_COMMENT_CHARS);
         let body = match self.api {
             JiraApi::V3 => {
-                let doc = to_adf(&item.body);
+                let doc = to_adf(&text);
                 match validate_adf(&doc) {
                     Ok(()) => doc,
                     Err(error) => {
@@ -108,12 +111,12 @@ impl JiraDestination {
                         // comment: send the text as one paragraph instead.
                         tracing::warn!(%error, "template output is not valid ADF: posting plain text");
                         json!({"type": "doc", "version": 1, "content": [
-                            {"type": "paragraph", "content": [{"type": "text", "text": item.body}]}
+                            {"type": "paragraph", "content": [{"type": "text", "text": text}]}
                         ]})
                     }
                 }
             }
-            JiraApi::V2 => Value::String(to_wiki(&item.body)),
+            JiraApi::V2 => Value::String(to_wiki(&text)),
         };
         json!({"body": body, "properties": properties})
     }

@@ -11,6 +11,10 @@ use crate::config::{HttpAuth, ServicenowDestinationConfig};
 use crate::outbox::OutboxItem;
 use crate::ticket::ReplyTarget;
 
+/// What a work note is cut to: ServiceNow journal fields hold far more, but a note this long
+/// is already more than anyone reads during an incident.
+const MAX_NOTE_CHARS: usize = 32_000;
+
 #[derive(Debug)]
 pub struct ServicenowDestination {
     client: reqwest::Client,
@@ -96,7 +100,7 @@ impl Destination for ServicenowDestination {
             Err(e) => return Attempt::give_up(e),
         };
         let request = self.request(reqwest::Method::PATCH, url).json(&WorkNote {
-            work_notes: &item.body,
+            work_notes: &super::fit(&item.body, MAX_NOTE_CHARS),
         });
         send(&self.policy, request).await
     }

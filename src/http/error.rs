@@ -13,6 +13,7 @@ use crate::pipeline::PipelineError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ErrorKind {
     PayloadTooLarge,
+    BodyTimeout,
     UnreadableBody,
     MissingHeader,
     InvalidHeader,
@@ -44,6 +45,7 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", INVALID),
+            BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout", INVALID),
             UnreadableBody => (StatusCode::BAD_REQUEST, "unreadable_body", INVALID),
             MissingHeader => (StatusCode::BAD_REQUEST, "missing_header", INVALID),
             InvalidHeader => (StatusCode::BAD_REQUEST, "invalid_header", INVALID),
@@ -220,6 +222,7 @@ mod tests {
         use ErrorKind::*;
         let kinds = [
             PayloadTooLarge,
+            BodyTimeout,
             UnreadableBody,
             MissingHeader,
             InvalidHeader,

@@ -38,8 +38,10 @@ pub(super) async fn preview_match(
     pipeline: web::Data<Pipeline>,
     limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, limits.max_body_bytes).await?;
-    let ticket = parse_json::<ManualTicket>(&body)?.into_ticket(0);
+    let body = read_body(payload, &limits).await?;
+    let ticket = parse_json::<ManualTicket>(&body)?
+        .into_ticket(0)
+        .without_controls();
     let enricher = &pipeline.enricher;
     let signature = AlarmSignature::of(&ticket, &enricher.normalizer);
     let decision = enricher

@@ -17,6 +17,8 @@ use crate::reload::Reloader;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub max_body_bytes: usize,
+    /// The whole body must arrive within this.
+    pub body_timeout: std::time::Duration,
     /// Above this many pending deliveries, new webhooks are shed with 503.
     pub high_water: u64,
 }

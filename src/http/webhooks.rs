@@ -18,12 +18,28 @@ use crate::outbox::AcceptOutcome;
 use crate::pipeline::Pipeline;
 use crate::ticket::Ticket;
 
-/// Reads the body, refusing it as soon as it passes `limit`, so an oversized or endless body
-/// costs at most `limit` bytes of memory.
+/// Reads the body, refusing it as soon as it passes its size limit or its deadline, so an
+/// oversized, endless or trickling body costs at most the limit in memory and the deadline
+/// in time.
 pub(super) async fn read_body(
-    mut payload: web::Payload,
-    limit: usize,
+    payload: web::Payload,
+    limits: &Limits,
 ) -> Result<web::Bytes, ApiError> {
+    let deadline = limits.body_timeout;
+    tokio::time::timeout(deadline, read_bounded(payload, limits.max_body_bytes))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorKind::BodyTimeout,
+                format!(
+                    "request body did not arrive within {} ms",
+                    deadline.as_millis()
+                ),
+            ))
+        })
+}
+
+async fn read_bounded(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
@@ -128,13 +144,31 @@ async fn handle(
     limits: &Limits,
 ) -> Result<(HttpResponse, &'static str), ApiError> {
     source.admit(&req)?;
-    let body = read_body(payload, limits.max_body_bytes).await?;
+    if let Some(key) = source.unauthenticated() {
+        warn_open_once(key);
+    }
+    let body = read_body(payload, limits).await?;
     match source.parse(&req, &body)? {
-        Inbound::Ticket(ticket) => accept_one(pipeline, *ticket).await,
+        Inbound::Ticket(ticket) => accept_one(pipeline, ticket.without_controls()).await,
         Inbound::Alerts { firing, resolved } => {
+            let firing = firing.into_iter().map(Ticket::without_controls).collect();
             accept_alerts(pipeline, source.name(), firing, resolved).await
         }
         Inbound::Ignored(reason) => Ok((ignored_response(reason), "ignored")),
+    }
+}
+
+/// The first webhook a source without a secret takes is worth a warning; every one after
+/// it would only be noise.
+fn warn_open_once(key: String) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !warned.contains(&key) {
+        tracing::warn!(
+            set = %key,
+            "a webhook arrived on a source that accepts unauthenticated requests"
+        );
+        warned.push(key);
     }
 }
 

@@ -140,6 +140,12 @@ impl Source for Alertmanager {
         "alertmanager"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        self.token
+            .is_none()
+            .then(|| "sources.alertmanager.token".into())
+    }
+
     fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
         super::check_bearer(req, self.token.as_ref())
     }

@@ -111,6 +111,13 @@ impl Source for Generic {
         "generic"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        self.config
+            .token
+            .is_none()
+            .then(|| format!("sources.generic.{}.token", self.name))
+    }
+
     fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
         super::check_bearer(req, self.config.token.as_ref())
     }

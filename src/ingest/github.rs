@@ -103,6 +103,12 @@ impl Source for Github {
         "github"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        self.secret
+            .is_none()
+            .then(|| "sources.github.secret".into())
+    }
+
     fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         super::check_prefixed_hmac(req, SIGNATURE, self.secret.as_ref(), body)?;
         let event = super::required_header(req, EVENT)?;

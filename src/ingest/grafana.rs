@@ -55,6 +55,11 @@ impl Source for Grafana {
         "grafana"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        (self.0.token.is_none() && self.0.secret.is_none())
+            .then(|| "sources.grafana.token (or secret)".into())
+    }
+
     fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         verify(req, &self.0, body)?;
         super::alertmanager::parse_notification(body, SourceKind::Grafana)

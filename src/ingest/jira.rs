@@ -158,6 +158,10 @@ impl Source for Jira {
         "jira"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        self.secret.is_none().then(|| "sources.jira.secret".into())
+    }
+
     fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         super::check_prefixed_hmac(req, SIGNATURE, self.secret.as_ref(), body)?;
         let envelope: Envelope = parse_json(body)?;

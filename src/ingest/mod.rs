@@ -47,6 +47,10 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// The configuration key that would authenticate this source, when none is set: it
+    /// takes webhooks from anyone, which the operator is told the first time it does.
+    fn unauthenticated(&self) -> Option<String>;
+
     fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError>;
 }
 
@@ -299,18 +303,18 @@ mod tests {
     }
 
     #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
     struct Outer {
         inner: Inner,
     }
     #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
     struct Inner {
         number: u64,
     }
 
     #[test]
     fn json_errors_name_the_field() {
+        let ok = parse_json::<Outer>(br#"{"inner":{"number":7}}"#).unwrap();
+        assert_eq!(ok.inner.number, 7);
         let err = parse_json::<Outer>(br#"{"inner":{"number":"x"}}"#).unwrap_err();
         assert!(err.to_string().contains("inner.number"), "{err}");
         let err = parse_json::<Outer>(br#"{"inner":{}}"#).unwrap_err();

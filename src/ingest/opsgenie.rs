@@ -96,6 +96,13 @@ impl Source for Opsgenie {
         "opsgenie"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        self.0
+            .token
+            .is_none()
+            .then(|| "sources.opsgenie.token".into())
+    }
+
     fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
         verify(req, &self.0)
     }

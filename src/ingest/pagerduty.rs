@@ -127,6 +127,12 @@ impl Source for Pagerduty {
         "pagerduty"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        self.secrets
+            .is_empty()
+            .then(|| "sources.pagerduty.secrets".into())
+    }
+
     fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         verify(req, &self.secrets, body)?;
         let envelope: Envelope = parse_json(body)?;

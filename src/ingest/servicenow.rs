@@ -135,6 +135,11 @@ impl Source for Servicenow {
         "servicenow"
     }
 
+    fn unauthenticated(&self) -> Option<String> {
+        matches!(self.0, ServicenowAuth::None)
+            .then(|| "sources.servicenow.token (or username and password)".into())
+    }
+
     fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
         verify(req, &self.0)
     }

@@ -54,7 +54,10 @@ pub(super) fn dir_for(store: &Path) -> PathBuf {
 /// Exclusive ownership of a log: one process appends and applies, others (the operator tools
 /// while a server runs) must not. Released when dropped, or when the process dies.
 #[derive(Debug)]
-pub(super) struct Lock(#[allow(dead_code)] File);
+pub(super) struct Lock {
+    /// Held open, never read: the lock lasts as long as the descriptor.
+    _file: File,
+}
 
 impl Lock {
     /// `None` when another handle (in this process or another) owns the log.
@@ -68,7 +71,7 @@ impl Lock {
             .open(&path)
             .map_err(io_error(&path))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Lock(file))),
+            Ok(()) => Ok(Some(Lock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(source)) => Err(JournalError::Io {
                 path: path.display().to_string(),

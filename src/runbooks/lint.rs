@@ -72,29 +72,9 @@ static SECOND_PERSON: LazyLock<Regex> = LazyLock::new(|| {
 static ERROR_LINE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"line (\d+)").unwrap());
 static LINK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\]\(([^)\s]+)\)").unwrap());
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 /// The known key closest to a misspelled one, if it is close enough to be a typo.
 pub fn did_you_mean(key: &str) -> Option<&'static str> {
-    KNOWN_KEYS
-        .iter()
-        .map(|k| (levenshtein(key, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
+    crate::suggest::closest(key, KNOWN_KEYS.iter().copied())
 }
 
 /// The 1-based line of a front-matter key, found in the file's text.

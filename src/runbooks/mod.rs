@@ -120,6 +120,28 @@ pub struct Corpus {
 /// How many steps a comment shows per runbook: enough to start, short enough to read.
 pub const MAX_FIRST_STEPS: usize = 3;
 
+/// The first `MAX_FIRST_STEPS` steps of a section. A step is a paragraph or list item with
+/// the commands right after it ("Check the node:" and its `kubectl` line), or a command on
+/// its own: a step is never cut from the command it introduces.
+fn first_steps(blocks: &[Step]) -> Vec<Step> {
+    let mut steps = 0;
+    let mut out = Vec::new();
+    for block in blocks {
+        // A command continues the step before it; text, or a command that opens the
+        // section, starts a new one.
+        let starts_step = matches!(block, Step::Text { .. }) || out.is_empty();
+        if starts_step && steps == MAX_FIRST_STEPS {
+            break;
+        }
+        if out.len() == 3 * MAX_FIRST_STEPS {
+            break;
+        }
+        steps += usize::from(starts_step);
+        out.push(block.clone());
+    }
+    out
+}
+
 /// Files in a runbook repository that are not runbooks.
 fn is_runbook_file(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -260,7 +282,7 @@ impl Runbook {
                 "diagnose",
                 "investigation",
             ])
-            .map(|s| s.blocks.iter().take(MAX_FIRST_STEPS).cloned().collect())
+            .map(|s| first_steps(&s.blocks))
             .unwrap_or_default()
         } else {
             front
@@ -324,6 +346,27 @@ mod tests {
     }
 
     #[test]
+    fn a_step_that_introduces_a_command_keeps_it() {
+        let text = |t: &str| Step::Text { text: t.into() };
+        let code = |c: &str| Step::Code {
+            lang: "sh".into(),
+            code: c.into(),
+        };
+        let blocks = vec![
+            text("Look at the events."),
+            text("Then the logs."),
+            text("Check the status of that node:"),
+            code("kubectl describe node <node>"),
+            text("A fourth step."),
+        ];
+        let steps = first_steps(&blocks);
+        assert_eq!(steps, blocks[..4].to_vec());
+        // A section of commands alone is capped too.
+        let many: Vec<Step> = (0..20).map(|i| code(&format!("cmd {i}"))).collect();
+        assert_eq!(first_steps(&many).len(), 3 * MAX_FIRST_STEPS);
+    }
+
+    #[test]
     fn wild_runbook_gets_names_from_stem_and_h1_and_steps_from_diagnosis() {
         let src = "---\ntitle: Node Down\nweight: 20\n---\n# KubeNodeDown\n\n## Meaning\n\nA node is gone.\n\n## Diagnosis\n\nCheck the node.\n\n```shell\nkubectl get nodes\n```\n\nThen the kubelet.\n\nThen more.\n";
         let rb = Runbook::parse(Path::new("kubernetes/NodeDown.md"), src, &base()).unwrap();
@@ -334,7 +377,11 @@ mod tests {
             rb.url.as_str(),
             "https://runbooks.example.com/kubernetes/NodeDown"
         );
-        assert_eq!(rb.first_steps.len(), MAX_FIRST_STEPS);
+        // Three steps; the command belongs to the step that introduces it.
+        assert_eq!(rb.first_steps.len(), MAX_FIRST_STEPS + 1);
+        assert!(
+            matches!(&rb.first_steps[1], Step::Code { code, .. } if code.contains("kubectl get nodes"))
+        );
         assert!(rb.meaning.contains("A node is gone"));
     }
 

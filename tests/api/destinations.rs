@@ -421,6 +421,55 @@ async fn generic_http_sends_the_configured_request() {
     );
 }
 
+/// A reply id from a ticket cannot steer the request, with the configured key, to another
+/// endpoint: `urlencode` makes it one segment, and a path that does not encode it is refused.
+#[tokio::test]
+async fn a_target_id_cannot_leave_its_path_segment() {
+    let server = answering(200, json!({"ok": true})).await;
+    let d = destination(&generic_toml(&server.uri()), "generic.chat");
+    let hostile = ReplyTarget::Generic {
+        name: "chat".into(),
+        id: "../admin/users/1/delete?".into(),
+    };
+    assert_eq!(
+        d.post(&item("generic.chat", hostile.clone())).await.verdict,
+        Verdict::Done
+    );
+    let request = only_request(&server).await;
+    assert_eq!(
+        request.url.path(),
+        "/api/rooms/..%2Fadmin%2Fusers%2F1%2Fdelete%3F/messages/k1"
+    );
+    assert_eq!(request.url.query(), None);
+
+    let unencoded = generic_toml(&server.uri()).replace("target.id|urlencode", "target.id");
+    let d = destination(&unencoded, "generic.chat");
+    for id in ["../admin/users/1/delete?", "..", "a/b", "a#b"] {
+        let target = ReplyTarget::Generic {
+            name: "chat".into(),
+            id: id.into(),
+        };
+        let attempt = d.post(&item("generic.chat", target)).await;
+        assert!(
+            matches!(&attempt.verdict, Verdict::GiveUp { reason } if reason.contains("one path segment")),
+            "{id}: {attempt:?}"
+        );
+    }
+    // `..` stays `..` when encoded, and climbs: refused with the filter too.
+    let d = destination(&generic_toml(&server.uri()), "generic.chat");
+    let dots = ReplyTarget::Generic {
+        name: "chat".into(),
+        id: "..".into(),
+    };
+    let attempt = d.post(&item("generic.chat", dots)).await;
+    assert!(
+        matches!(attempt.verdict, Verdict::GiveUp { .. }),
+        "{attempt:?}"
+    );
+    // Only the first, encoded request went out.
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn generic_http_classifies_answers() {
     assert_classification(

@@ -121,7 +121,19 @@ async fn replayed_delivery_gets_no_second_comment() {
     assert!(comment_body(&got[0]).contains("kubernetes/pod-crash-looping"));
     app.drained(Duration::from_secs(10)).await;
     assert_eq!(comments(&github).await.len(), 1);
+    // Neither the retry nor the echo of an enriched ticket was matched again.
+    let metrics = app.metrics().await;
+    assert_eq!(matches_counted(&metrics), 1.0, "{metrics}");
     app.stop().await;
+}
+
+/// The sum of `runlink_matches_total` over its outcomes.
+fn matches_counted(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("runlink_matches_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test]

@@ -111,8 +111,13 @@ pub(super) fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
             continue;
         }
         let outcome = p.decided.as_ref().map(|d| d.outcome);
-        if outcome == Some(AcceptOutcome::DuplicateDelivery) {
-            // Nothing of it is written but its audit event.
+        // A retried delivery writes nothing but its audit event, and a new delivery of a
+        // ticket already enriched (a tracker echoing runlink's own comment) needs no new
+        // decision: neither is matched.
+        if matches!(
+            outcome,
+            Some(AcceptOutcome::DuplicateDelivery | AcceptOutcome::AlreadyEnriched)
+        ) {
             p.matched = true;
             continue;
         }

@@ -1,0 +1,185 @@
+//! What an attacker or an unlucky day sends, and what runlink must do instead: each test
+//! here reproduces one finding of the hardening review.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::process::*;
+use crate::common::*;
+
+/// Control characters in a title reach neither the comment nor the logs, and a request
+/// path cannot forge a log line.
+#[tokio::test]
+async fn control_characters_reach_neither_comments_nor_log_lines() {
+    let github = github_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = format!("sqlite://{}", dir.path().join("runlink.db").display());
+    let config = dir.path().join("runlink.toml");
+    std::fs::write(&config, crash_test_config(port, &store, &github.uri(), "")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runlink"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runlink starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = client();
+    wait_healthy(&client, &base).await;
+
+    let forged = client
+        .post(format!(
+            "{base}/webhooks/generic/x%0A2026-01-01T00:00:00Z%20ERROR%20forged"
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+
+    let title = "Disk \u{7}on logs-1\u{1b}[31m will fill up\u{0} within 4 hours";
+    let body = issue_opened(5, title, "Filesystem \u{1b}[0m/ is 91% full.");
+    let signature = format!(
+        "sha256={}",
+        runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
+    );
+    let r = client
+        .post(format!("{base}/webhooks/github"))
+        .header("X-GitHub-Event", "issues")
+        .header("X-GitHub-Delivery", "ctl-1")
+        .header("X-Hub-Signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let got = wait_for_comments(&github, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    let comment = comment_body(&got[0]);
+    assert!(
+        !comment.chars().any(|c| c.is_control() && c != '\n'),
+        "{comment:?}"
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("ERROR forged"), "the path is logged: {log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line: {log}"
+    );
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "{log:?}");
+}
+
+/// A megabyte of title makes a comment GitHub still takes, with its link and marker.
+#[tokio::test]
+async fn a_huge_title_still_fits_the_destination_with_its_links() {
+    let github = github_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(test_config(
+        dir.path(),
+        &github.uri(),
+        "[server]\nmax_body_bytes = 4000000\n",
+    ))
+    .await;
+    let title = format!(
+        "Disk on logs-1 will fill up within 4 hours {}",
+        "x".repeat(1 << 20)
+    );
+    let body = issue_opened(9, &title, "");
+    assert_eq!(
+        app.post_github_signed("issues", "big-1", &body)
+            .await
+            .status(),
+        202
+    );
+    let got = wait_for_comments(&github, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    let comment = comment_body(&got[0]);
+    assert!(comment.chars().count() <= 65_536, "{}", comment.len());
+    assert!(
+        comment.contains("https://runbooks.example.com/host/disk-full"),
+        "{comment}"
+    );
+    assert!(comment.contains("<!-- runlink:delivery="), "{comment}");
+    app.stop().await;
+}
+
+/// Senders that announce a body and trickle it are cut off at the body deadline with 408,
+/// and past the connection cap they wait instead of taking the server's descriptors: the
+/// server keeps answering others all along.
+#[tokio::test]
+async fn trickling_bodies_are_cut_off_and_others_are_still_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let github = github_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(test_config(
+        dir.path(),
+        &github.uri(),
+        "[server]\nbody_timeout_ms = 500\nmax_connections = 8\n",
+    ))
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                stream
+                    .write_all(
+                        b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+                let mut answer = Vec::new();
+                // One byte every 100 ms, for longer than any deadline; stop when answered.
+                for _ in 0..100 {
+                    if stream.write_all(b"{").await.is_err() {
+                        break;
+                    }
+                    let mut buf = [0u8; 512];
+                    match tokio::time::timeout(
+                        Duration::from_millis(100),
+                        stream.read(&mut buf),
+                    )
+                    .await
+                    {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => {
+                            answer.extend_from_slice(&buf[..n]);
+                            break;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                String::from_utf8_lossy(&answer).to_string()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = tokio::time::timeout(Duration::from_secs(10), app.healthz())
+        .await
+        .expect("healthz answers during the attack");
+    assert_eq!(health.status(), 200);
+    let mut cut_off = 0;
+    for task in slow {
+        let answer = task.await.unwrap();
+        if answer.starts_with("HTTP/1.1 408") {
+            assert!(answer.contains("body_timeout"), "{answer}");
+            cut_off += 1;
+        }
+    }
+    assert!(cut_off > 0, "no slow sender was answered 408");
+    app.stop().await;
+}
