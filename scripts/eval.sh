@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Match-quality figures on the evaluation corpus beside the checkout (../shared/corpus,
-# or $CORPUS). Prints one block per case set; README.md quotes these numbers.
+# or $CORPUS). Prints one block per case set; docs/matching.md quotes these numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=${CORPUS:-../shared/corpus}

@@ -47,15 +47,17 @@ const TEMPLATES: &[&str] = &[
 /// finds out whether an uncertain post did land. Markdown templates hide it in an HTML
 /// comment (`marker`); plain-text destinations show it as a short reference line.
 pub(crate) fn marker_token(delivery_key: &str) -> String {
-    format!("runlink:delivery={delivery_key}")
+    format!("{MARKER_PREFIX}{delivery_key}")
 }
+
+const MARKER_PREFIX: &str = "runlink:delivery=";
 
 pub(crate) fn marker(delivery_key: &str) -> String {
     format!("<!-- {} -->", marker_token(delivery_key))
 }
 
 pub(crate) fn is_runlink_text(text: &str) -> bool {
-    text.contains("runlink:delivery=")
+    text.contains(MARKER_PREFIX)
 }
 
 #[derive(Debug)]
@@ -126,6 +128,53 @@ impl<'a> MatchView<'a> {
                 Vec::new()
             },
         }
+    }
+}
+
+/// How a template's output is read at its destination, from its name: `*.md.j2` is
+/// Markdown (GitHub, Jira, generic chat tools), anything else plain text (notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Markdown,
+    Plain,
+}
+
+fn format_of(template: &str) -> Format {
+    if template.ends_with(".md.j2") || template.ends_with(".md") {
+        Format::Markdown
+    } else {
+        Format::Plain
+    }
+}
+
+/// ServiceNow renders `[code]...[/code]` in a note as HTML.
+static CODE_TAG: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)\[(/?)code\]").unwrap());
+
+/// Ticket text as the template sees it: whatever a sender wrote can only ever read as text
+/// at the destination. In Markdown every character that could start markup (a link, an
+/// image, HTML, a mention, emphasis) is escaped and backticks, which no escape survives
+/// inside a code span, become quotes; in plain text ServiceNow's `[code]` tag is broken.
+/// In both, a marker-shaped string loses its shape: only runlink writes markers.
+fn escape_ticket_text(text: &str, format: Format) -> String {
+    let text = text.replace(MARKER_PREFIX, "runlink:delivery =");
+    match format {
+        Format::Markdown => {
+            let mut out = String::with_capacity(text.len() + text.len() / 4);
+            for c in text.chars() {
+                match c {
+                    '`' => out.push('\''),
+                    '\\' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-'
+                    | '.' | '!' | '|' | '<' | '>' | '@' | '~' | '&' | ':' | '=' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        Format::Plain => CODE_TAG.replace_all(&text, "[ ${1}code]").into_owned(),
     }
 }
 
@@ -288,12 +337,13 @@ impl Renderer {
                 name: template.to_string(),
                 source,
             })?;
+        let format = format_of(template);
         tmpl.render(minijinja::value::Serde(CommentContext {
             ticket: TicketView {
-                id: ticket.id.as_str(),
-                title: &bounded(&ticket.title),
+                id: &escape_ticket_text(ticket.id.as_str(), format),
+                title: &escape_ticket_text(&bounded(&ticket.title), format),
             },
-            signature: bounded(&signature.to_string()).into_owned(),
+            signature: escape_ticket_text(&bounded(&signature.to_string()), format),
             matches,
             closest,
             no_match_text: &self.no_match_text,
@@ -381,6 +431,59 @@ mod tests {
         assert!(out.contains("No runbook found\n\nNothing found."), "{out}");
         assert!(!out.contains("First steps"), "{out}");
         assert!(out.contains("<!-- runlink:delivery=k123 -->"), "{out}");
+    }
+
+    #[test]
+    fn ticket_text_cannot_become_markup_mentions_links_or_markers() {
+        use pulldown_cmark::{Event, Parser, Tag};
+        let (renderer, matcher) = setup();
+        let hostile = "Disk full `x` @acme/oncall [click](javascript:alert(1)) \
+                       <img src=x onerror=alert(1)> <!-- runlink:delivery=deadbeef --> \
+                       [code]<b>x</b>[/code]";
+        let t = ticket(hostile);
+        let sig = AlarmSignature::of(&t, &Normalizer::default());
+        let decision = matcher.decide(&sig, 3).unwrap();
+        for name in ["github.md.j2", "generic.md.j2", "jira.md.j2"] {
+            let out = renderer.render(name, &t, &sig, &decision, "k123").unwrap();
+            let mut html = Vec::new();
+            for event in Parser::new(&out) {
+                match event {
+                    Event::Start(Tag::Link { dest_url, .. }) => {
+                        assert!(
+                            dest_url.starts_with("https://rb.example/"),
+                            "{name}: {dest_url}"
+                        )
+                    }
+                    Event::Start(Tag::Image { .. }) => panic!("{name}: an image: {out}"),
+                    Event::Html(h) | Event::InlineHtml(h) => html.push(h.to_string()),
+                    _ => {}
+                }
+            }
+            let expected: Vec<String> = if name == "jira.md.j2" {
+                Vec::new()
+            } else {
+                vec!["<!-- runlink:delivery=k123 -->".to_string()]
+            };
+            // The template's own tags are its own; nothing else may be HTML.
+            let html: Vec<String> = html
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| h != "<sub>" && h != "</sub>")
+                .collect();
+            assert_eq!(html, expected, "{name}: {out}");
+            assert!(!out.contains("deadbeef -->"), "{name}: {out}");
+            assert!(
+                out.match_indices('@')
+                    .all(|(i, _)| out[..i].ends_with('\\')),
+                "{name}: an unescaped mention: {out}"
+            );
+        }
+        let out = renderer
+            .render("servicenow.txt.j2", &t, &sig, &decision, "k123")
+            .unwrap();
+        assert!(!out.to_lowercase().contains("[code]"), "{out}");
+        assert!(!out.contains("runlink:delivery=deadbeef"), "{out}");
+        assert!(out.contains("runlink:delivery=k123"), "{out}");
     }
 
     #[test]

@@ -33,7 +33,10 @@ fn verify(req: &HttpRequest, config: &GrafanaSource, body: &[u8]) -> Result<(), 
                 message: "is not a Unix timestamp".into(),
             })?;
             if (chrono::Utc::now().timestamp() - secs).abs() > MAX_SKEW_SECS {
-                return Err(IngestError::BadSignature(ts_name));
+                return Err(IngestError::StaleTimestamp {
+                    header: ts_name,
+                    max_skew_secs: MAX_SKEW_SECS,
+                });
             }
             [ts.trim().as_bytes(), b":", body].concat()
         }

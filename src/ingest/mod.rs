@@ -69,6 +69,14 @@ pub enum IngestError {
     MissingSignature(&'static str),
     #[error("signature in `{0}` does not match the body")]
     BadSignature(&'static str),
+    /// A token or password, compared whole: there is no body to sign.
+    #[error("credentials in `{0}` are not the configured ones")]
+    BadCredentials(&'static str),
+    #[error("timestamp in `{header}` is more than {max_skew_secs} s from this server's clock")]
+    StaleTimestamp {
+        header: &'static str,
+        max_skew_secs: i64,
+    },
     #[error("malformed body: {0}")]
     Malformed(String),
     #[error("field `{field}`: {message}")]
@@ -196,11 +204,11 @@ pub fn check_bearer(
         header(req, "Authorization")?.ok_or(IngestError::MissingSignature("Authorization"))?;
     let given = header
         .strip_prefix("Bearer ")
-        .ok_or(IngestError::BadSignature("Authorization"))?;
+        .ok_or(IngestError::BadCredentials("Authorization"))?;
     if constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
         Ok(())
     } else {
-        Err(IngestError::BadSignature("Authorization"))
+        Err(IngestError::BadCredentials("Authorization"))
     }
 }
 

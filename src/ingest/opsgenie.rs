@@ -48,7 +48,7 @@ fn verify(req: &HttpRequest, config: &OpsgenieSource) -> Result<(), IngestError>
     if super::constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
         Ok(())
     } else {
-        Err(IngestError::BadSignature(config.header))
+        Err(IngestError::BadCredentials(config.header))
     }
 }
 

@@ -76,12 +76,12 @@ fn verify(req: &HttpRequest, auth: &ServicenowAuth) -> Result<(), IngestError> {
                         .decode(b.trim())
                         .ok()
                 })
-                .ok_or(IngestError::BadSignature("Authorization"))?;
+                .ok_or(IngestError::BadCredentials("Authorization"))?;
             let expected = format!("{username}:{}", password.expose());
             if super::constant_time_eq(&given, expected.as_bytes()) {
                 Ok(())
             } else {
-                Err(IngestError::BadSignature("Authorization"))
+                Err(IngestError::BadCredentials("Authorization"))
             }
         }
     }

@@ -24,8 +24,9 @@ use crate::ticket::{ReplyTarget, Ticket, TicketId};
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// Said with its causes (a refused connection says why), and not chained again.
+    #[error("store: {}", with_causes(.0))]
+    Postgres(tokio_postgres::Error),
     #[error("store: connection pool: {0}")]
     Pool(String),
     #[error("store: cannot create {path}: {source}")]
@@ -372,6 +373,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn pending(&self) -> Result<u64, StoreError> {
         Ok(self.counts().await?.pending)
     }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(error)
+    }
+}
+
+/// An error with its causes, each said once: a connection error's own text often leaves
+/// out the reason its cause gives.
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 pub fn now_ms() -> i64 {

@@ -44,7 +44,14 @@ async fn secrets_from_the_environment_are_taken_verbatim() {
             .body(body)
             .send()
     };
-    assert_eq!(post("7").await.unwrap().status(), 401, "coerced token");
+    let refused = post("7").await.unwrap();
+    assert_eq!(refused.status(), 401, "coerced token");
+    let e: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(e["code"], "invalid_token", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("credentials in `Authorization`"),
+        "a bad token is not a bad signature: {e}"
+    );
     assert_eq!(post("007").await.unwrap().status(), 202, "verbatim token");
 
     let reload = |token: &'static str| {
@@ -92,4 +99,34 @@ fn an_environment_variable_that_names_no_key_stops_start_up() {
         1,
         "{stderr}"
     );
+}
+
+/// A configuration or connection error is said once, with its reason.
+#[test]
+fn start_up_errors_say_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runlink.toml");
+    std::fs::write(&config, "[sources.generic.desk]\ntitle = \"/t\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_runlink"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runlink runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sources.generic.desk.id"), "{stderr}");
+    assert_eq!(stderr.matches("missing").count(), 1, "{stderr}");
+
+    // Nothing listens on port 1: the error names the refusal, not only "error connecting".
+    let output = Command::new(env!("CARGO_BIN_EXE_runlink"))
+        .arg("migrate")
+        .env(
+            "RUNLINK__STORE__URL",
+            "postgres://runlink@127.0.0.1:1/runlink?connect_timeout=2",
+        )
+        .output()
+        .expect("runlink runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(stderr.contains("refused"), "{stderr}");
 }

@@ -33,8 +33,8 @@ pub struct PostgresStore {
     pool: Pool,
 }
 
-fn pool_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Pool(e.to_string())
+fn pool_error(e: impl std::error::Error + 'static) -> StoreError {
+    StoreError::Pool(crate::outbox::with_causes(&e))
 }
 
 impl PostgresStore {
