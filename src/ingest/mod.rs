@@ -13,6 +13,9 @@ pub mod opsgenie;
 pub mod pagerduty;
 pub mod servicenow;
 
+#[cfg(test)]
+mod fuzz;
+
 use actix_web::HttpRequest;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;

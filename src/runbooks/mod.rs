@@ -345,6 +345,25 @@ mod tests {
         Url::parse("https://runbooks.example.com/").unwrap()
     }
 
+    proptest::proptest! {
+        /// Any file, front matter or not, is read into a runbook or refused with a reason;
+        /// never a panic.
+        #[test]
+        fn any_markdown_is_read_or_refused(
+            front in proptest::option::of("[a-z_]{1,10}: .{0,40}"),
+            body in "(#{0,3} .{0,60}\n|```[a-z]*\n.{0,40}\n```\n|- .{0,40}\n|.{0,80}\n){0,12}",
+        ) {
+            let source = match &front {
+                Some(front) => format!("---\n{front}\n---\n{body}"),
+                None => body.clone(),
+            };
+            match Runbook::parse(Path::new("fuzz.md"), &source, &base()) {
+                Ok(runbook) => proptest::prop_assert!(runbook.first_steps.len() <= 3 * MAX_FIRST_STEPS),
+                Err(error) => proptest::prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn a_step_that_introduces_a_command_keeps_it() {
         let text = |t: &str| Step::Text { text: t.into() };

@@ -297,3 +297,31 @@ fn search_text_drops_class_tokens_and_splits_the_name() {
     assert!(words.starts_with("Kube Pod Crash Looping"), "{words}");
     assert!(!words.contains('<'), "{words}");
 }
+
+proptest::proptest! {
+    // The signature's regexes are slow in a debug build: fewer cases here, as many as
+    // PROPTEST_CASES asks for by hand.
+    #![proptest_config(proptest::test_runner::Config::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    ))]
+    /// Any text, any labels: the signature is made without a panic, and its key does not
+    /// grow with the text's volatile parts (numbers all become one token).
+    #[test]
+    fn any_ticket_has_a_signature(
+        title in "[ -~\u{a0}-\u{17f}]{0,160}",
+        body in "[ -~\n\u{a0}-\u{17f}]{0,300}",
+        number in proptest::prelude::any::<u64>(),
+    ) {
+        let normalizer = Normalizer::default();
+        let ticket = |n: u64| crate::ingest::manual::ManualTicket {
+            title: format!("{title} {n}"),
+            body: body.clone(),
+            ..Default::default()
+        }
+        .into_ticket(0);
+        let a = AlarmSignature::of(&ticket(number), &normalizer);
+        let b = AlarmSignature::of(&ticket(number / 2 + 1), &normalizer);
+        proptest::prop_assert_eq!(a.key(), b.key());
+        let _ = normalizer.normalize(&body);
+    }
+}

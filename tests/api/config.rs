@@ -49,7 +49,10 @@ async fn secrets_from_the_environment_are_taken_verbatim() {
     let e: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(e["code"], "invalid_token", "{e}");
     assert!(
-        e["message"].as_str().unwrap().contains("credentials in `Authorization`"),
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("credentials in `Authorization`"),
         "a bad token is not a bad signature: {e}"
     );
     assert_eq!(post("007").await.unwrap().status(), 202, "verbatim token");
