@@ -44,6 +44,9 @@ pub struct Application {
     server: Server,
     worker: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
+    cancel: watch::Sender<bool>,
+    /// How long the delivery worker may finish its posts after the server stopped.
+    drain: std::time::Duration,
 }
 
 impl Application {
@@ -117,6 +120,7 @@ impl Application {
         .workers(workers)
         .max_connections(connections.div_ceil(workers).max(1))
         .client_request_timeout(config.request_timeout)
+        .shutdown_timeout((config.shutdown_timeout / 2).as_secs().max(1))
         .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: config.listen.to_string(),
@@ -130,6 +134,7 @@ impl Application {
         );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (cancel, cancel_rx) = watch::channel(false);
         tokio::spawn(reload::on_sighup(reloader.clone(), shutdown_rx.clone()));
         if let Some(interval) = config.runbooks_watch {
             tokio::spawn(reload::watch(reloader, interval, shutdown_rx.clone()));
@@ -148,6 +153,7 @@ impl Application {
                 config.outbox.clone(),
                 metrics,
                 shutdown_rx,
+                cancel_rx,
             ))
         });
         Ok(Application {
@@ -155,6 +161,8 @@ impl Application {
             server,
             worker,
             shutdown,
+            cancel,
+            drain: config.shutdown_timeout / 2,
         })
     }
 
@@ -168,11 +176,23 @@ impl Application {
 
     /// Serves until the server stops (SIGINT/SIGTERM or a handle), then lets the worker finish
     /// what it is posting; everything else stays in the store for the next start.
+    /// `server.shutdown_timeout_ms` bounds the whole stop: half for requests in flight, half
+    /// for posts in flight, which are then cancelled and given back as uncertain.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         let _ = self.shutdown.send(true);
-        if let Some(worker) = self.worker {
-            let _ = worker.await;
+        if let Some(mut worker) = self.worker
+            && tokio::time::timeout(self.drain, &mut worker).await.is_err()
+        {
+            let _ = self.cancel.send(true);
+            // Giving the items back is one store write each; past this, the leases
+            // bring them back instead.
+            if tokio::time::timeout(std::time::Duration::from_secs(3), &mut worker)
+                .await
+                .is_err()
+            {
+                worker.abort();
+            }
         }
         result
     }

@@ -63,6 +63,7 @@ impl TryFrom<RawSettings> for Config {
             request_timeout: Duration::from_millis(raw.server.request_timeout_ms.max(100)),
             body_timeout: Duration::from_millis(raw.server.body_timeout_ms.max(100)),
             max_connections: raw.server.max_connections,
+            shutdown_timeout: Duration::from_millis(raw.server.shutdown_timeout_ms.max(2000)),
             runbooks_dir: raw.runbooks.dir,
             runbooks_base_url: parse_base_url("runbooks.base_url", &raw.runbooks.base_url)?,
             runbooks_watch: raw

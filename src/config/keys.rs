@@ -17,6 +17,7 @@ const FIXED: &[&str] = &[
     "server.request_timeout_ms",
     "server.body_timeout_ms",
     "server.max_connections",
+    "server.shutdown_timeout_ms",
     "server.admin_token",
     "runbooks.dir",
     "runbooks.base_url",

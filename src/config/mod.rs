@@ -75,6 +75,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Open connections at most, all workers together; 0 derives it from the file limit.
     pub max_connections: usize,
+    /// SIGTERM to exit at most: half for requests in flight, half for posts in flight.
+    pub shutdown_timeout: Duration,
     pub runbooks_dir: PathBuf,
     pub runbooks_base_url: Url,
     /// Reload the corpus when its files change (polled every `watch_interval`).

@@ -30,6 +30,7 @@ pub struct RawServer {
     pub request_timeout_ms: u64,
     pub body_timeout_ms: u64,
     pub max_connections: usize,
+    pub shutdown_timeout_ms: u64,
     pub admin_token: Option<Secret>,
 }
 

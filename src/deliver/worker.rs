@@ -22,12 +22,15 @@ const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
 /// Runs one worker per destination, plus a sweep that dead-letters items nobody can post,
 /// until `shutdown` turns true. In-flight posts finish; the rest stay in the store.
+/// `shutdown` stops new claims; `cancel` (the shutdown deadline) stops the posts in flight,
+/// each given back as uncertain so its next attempt looks for the comment first.
 pub async fn run_workers(
     store: Arc<dyn Store>,
     destinations: Arc<Destinations>,
     config: OutboxConfig,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
 ) {
     sweep_orphans(store.as_ref(), &destinations, &metrics).await;
     let mut workers = JoinSet::new();
@@ -38,9 +41,17 @@ pub async fn run_workers(
             config.clone(),
             metrics.clone(),
             shutdown.clone(),
+            cancel.clone(),
         ));
     }
     while workers.join_next().await.is_some() {}
+}
+
+/// Resolves once `cancel` turns true; never when nobody can cancel any more.
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn sweep_orphans(store: &dyn Store, destinations: &Destinations, metrics: &Metrics) {
@@ -65,6 +76,7 @@ async fn run_destination(
     config: OutboxConfig,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
 ) {
     // Restarted replicas must not all start draining in the same millisecond.
     let jitter = rand::rng().random_range(0..=config.poll_interval.as_millis() as u64);
@@ -115,6 +127,7 @@ async fn run_destination(
             let destination = destination.clone();
             let config = config.clone();
             let metrics = metrics.clone();
+            let mut cancel = cancel.clone();
             batch.spawn(async move {
                 let _permit = destination.pacer().acquire().await;
                 // Replicas share a destination's Retry-After through the store: one that was
@@ -151,14 +164,22 @@ async fn run_destination(
                     }
                     return;
                 }
-                deliver_one(
-                    store.as_ref(),
-                    destination.as_ref(),
-                    &config,
-                    &metrics,
-                    item,
-                )
-                .await;
+                let in_flight = item.clone();
+                tokio::select! {
+                    _ = deliver_one(store.as_ref(), destination.as_ref(), &config, &metrics, item) => {}
+                    _ = cancelled(&mut cancel) => {
+                        // The request may have reached the destination: the item is given
+                        // back due now and uncertain, so its next attempt looks for the
+                        // marker before posting. A settle that already landed wins (the
+                        // release only touches the lease this claim holds).
+                        tracing::warn!(id = in_flight.id, "shutdown deadline: post cancelled, item given back as uncertain");
+                        metrics.delivery(destination.name(), "cancelled");
+                        let uncertain = OutboxItem { uncertain: true, ..in_flight };
+                        if let Err(error) = store.release(&uncertain).await {
+                            tracing::error!(%error, "cannot release item");
+                        }
+                    }
+                }
             });
         }
         while batch.join_next().await.is_some() {}

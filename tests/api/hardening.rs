@@ -183,3 +183,81 @@ async fn trickling_bodies_are_cut_off_and_others_are_still_answered() {
     assert!(cut_off > 0, "no slow sender was answered 408");
     app.stop().await;
 }
+
+/// A destination that takes the request and never answers must not hold SIGTERM past the
+/// shutdown timeout; the cut-off post is given back as uncertain, so after the restart the
+/// marker check finds the comment that did land and nothing is posted twice.
+#[tokio::test]
+async fn sigterm_cancels_a_hung_post_in_time_and_the_restart_does_not_post_twice() {
+    use crate::common::double::{Answer, GithubDouble};
+
+    let github = GithubDouble::start(|n| {
+        if n == 0 {
+            Answer::CreatedSlowly(Duration::from_secs(120))
+        } else {
+            Answer::Created
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("runlink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout_ms = 4000\n[runbooks]\ndir = \"{}\"\nwatch = false\n[templates]\ndir = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n[outbox]\npoll_interval_ms = 50\nrequest_timeout_ms = 60000\nlease_secs = 150\n[sources.github]\nsecret = \"{SECRET}\"\n[destinations.github]\napi_url = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            repo_path("index/runbooks").display(),
+            repo_path("templates").display(),
+            dir.path().join("runlink.db").display(),
+            github.uri(),
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = client();
+    let mut child = start_server(&config);
+    wait_healthy(&client, &base).await;
+    let body = issue_opened(3, "Disk on logs-1 will fill up within 4 hours", "");
+    let signature = format!(
+        "sha256={}",
+        runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
+    );
+    let r = client
+        .post(format!("{base}/webhooks/github"))
+        .header("X-GitHub-Event", "issues")
+        .header("X-GitHub-Delivery", "hung-1")
+        .header("X-Hub-Signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(github.wait_for(1, Duration::from_secs(10)).await, 1);
+
+    let asked = std::time::Instant::now();
+    // SAFETY: sends a signal to the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let stopped = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap();
+    assert!(stopped.is_ok());
+    let took = asked.elapsed();
+    // The hung request would have held it for 60 s (its timeout).
+    assert!(took < Duration::from_secs(15), "SIGTERM took {took:?}");
+
+    let mut child = start_server(&config);
+    wait_healthy(&client, &base).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while github.log.lock().unwrap().lists == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = github.log.lock().unwrap();
+    assert!(log.lists >= 1, "the restart looked for the marker");
+    assert_eq!(log.posts.len(), 1, "no second POST");
+    assert_eq!(log.comments.len(), 1);
+}
