@@ -152,6 +152,7 @@ impl From<IngestError> for ApiError {
             IngestError::MissingSignature(_) => ErrorKind::MissingSignature,
             IngestError::BadSignature(_) => ErrorKind::InvalidSignature,
             IngestError::BadCredentials(_) => ErrorKind::InvalidToken,
+            IngestError::MissingCredentials(_) => ErrorKind::MissingSignature,
             IngestError::StaleTimestamp { .. } => ErrorKind::StaleTimestamp,
             IngestError::Malformed(_) => ErrorKind::MalformedBody,
             IngestError::InvalidField { .. } => ErrorKind::InvalidField,
@@ -204,6 +205,7 @@ mod tests {
             IngestError::MissingSignature("X"),
             IngestError::BadSignature("X"),
             IngestError::BadCredentials("X"),
+            IngestError::MissingCredentials("X"),
             IngestError::StaleTimestamp {
                 header: "X",
                 max_skew_secs: 300,

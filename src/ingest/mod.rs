@@ -75,6 +75,9 @@ pub enum IngestError {
     /// A token or password, compared whole: there is no body to sign.
     #[error("credentials in `{0}` are not the configured ones")]
     BadCredentials(&'static str),
+    /// No credentials at all, on a source that takes them in several places.
+    #[error("missing credentials: {0}")]
+    MissingCredentials(&'static str),
     #[error("timestamp in `{header}` is more than {max_skew_secs} s from this server's clock")]
     StaleTimestamp {
         header: &'static str,

@@ -261,3 +261,68 @@ async fn sigterm_cancels_a_hung_post_in_time_and_the_restart_does_not_post_twice
     assert_eq!(log.posts.len(), 1, "no second POST");
     assert_eq!(log.comments.len(), 1);
 }
+
+/// Senders that can only call a URL authenticate with Basic auth in it or a `?token=`; a
+/// sender with none is told every way it could.
+#[tokio::test]
+async fn a_generic_source_takes_its_token_from_basic_auth_or_the_query() {
+    let github = github_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(test_config(
+        dir.path(),
+        &github.uri(),
+        "[sources.generic.desk]\ntoken = \"t0k\"\ntitle = \"/title\"\nid = \"/id\"\n",
+    ))
+    .await;
+    let ticket = |id: u32| serde_json::json!({"id": id, "title": "Disk full on db-1"}).to_string();
+    let url = app.url("/webhooks/generic/desk");
+
+    let by_query = app
+        .client
+        .post(format!("{url}?token=t0k"))
+        .body(ticket(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_query.status(), 202);
+    let by_basic = app
+        .client
+        .post(&url)
+        .basic_auth("helpdesk", Some("t0k"))
+        .body(ticket(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_basic.status(), 202);
+
+    let wrong = app
+        .client
+        .post(format!("{url}?token=nope"))
+        .body(ticket(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let e: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(e["code"], "invalid_token", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("`token`"), "{e}");
+
+    let wrong_basic = app
+        .client
+        .post(&url)
+        .basic_auth("helpdesk", Some("nope"))
+        .body(ticket(4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_basic.status(), 401);
+
+    let none = app.post_generic("desk", &ticket(5)).await;
+    assert_eq!(none.status(), 401);
+    let e: serde_json::Value = none.json().await.unwrap();
+    let message = e["message"].as_str().unwrap();
+    for way in ["Bearer", "Basic auth", "?token="] {
+        assert!(message.contains(way), "{message}");
+    }
+    app.stop().await;
+}
