@@ -1,6 +1,7 @@
 //! GitHub `issues` webhooks. Only `opened` issues become tickets; every other event (comments,
 //! edits, runlink's own comments) is answered 200 and ignored, so runlink never reacts to
-//! what it posted itself.
+//! what it posted itself. runlink never opens issues, so an issue is enriched whatever its
+//! text says (a user quoting a marker cannot switch enrichment off).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,6 @@ use serde::Deserialize;
 
 use super::{Inbound, IngestError, Source, parse_json};
 use crate::config::Secret;
-use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
 const SIGNATURE: &str = "X-Hub-Signature-256";
@@ -127,9 +127,6 @@ impl Source for Github {
         let event: IssuesEvent = parse_json(body)?;
         if event.action != "opened" {
             return Ok(Inbound::Ignored("only `opened` issues are enriched"));
-        }
-        if event.issue.body.as_deref().is_some_and(is_runlink_text) {
-            return Ok(Inbound::Ignored("issue was written by runlink"));
         }
         Ok(Inbound::Ticket(Box::new(ticket_from(
             event,

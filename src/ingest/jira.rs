@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use super::{Inbound, IngestError, Source, invalid_field, parse_json};
 use crate::config::Secret;
-use crate::render::is_runlink_text;
 use crate::ticket::{ReplyTarget, SourceKind, Ticket, TicketId};
 
 const SIGNATURE: &str = "X-Hub-Signature";
@@ -179,9 +178,6 @@ impl Source for Jira {
                 .unwrap_or_else(|_| super::body_digest(body))
         });
         let ticket = ticket_from(issue, delivery)?;
-        if is_runlink_text(&ticket.body) {
-            return Ok(Inbound::Ignored("issue was written by runlink"));
-        }
         Ok(Inbound::Ticket(Box::new(ticket)))
     }
 }

@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use super::{Inbound, IngestError, Source, invalid_field, parse_json};
 use crate::config::ServicenowAuth;
-use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
 #[derive(Debug, Deserialize)]
@@ -155,9 +154,6 @@ impl Source for Servicenow {
             .is_some_and(|op| !op.eq_ignore_ascii_case("insert"))
         {
             return Ok(Inbound::Ignored("only inserted records are enriched"));
-        }
-        if record.description.as_deref().is_some_and(is_runlink_text) {
-            return Ok(Inbound::Ignored("record was written by runlink"));
         }
         Ok(Inbound::Ticket(Box::new(ticket_from(record)?)))
     }

@@ -326,3 +326,22 @@ async fn a_generic_source_takes_its_token_from_basic_auth_or_the_query() {
     }
     app.stop().await;
 }
+
+/// runlink never opens issues: text a user typed that looks like runlink's marker does not
+/// switch enrichment off for that issue.
+#[tokio::test]
+async fn an_issue_quoting_a_marker_is_still_enriched() {
+    let github = github_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(test_config(dir.path(), &github.uri(), "")).await;
+    let body = issue_opened(
+        11,
+        "Disk on logs-1 will fill up within 4 hours",
+        "Copied from an old ticket: <!-- runlink:delivery=deadbeef -->",
+    );
+    let r = app.post_github_signed("issues", "quoted-1", &body).await;
+    assert_eq!(r.status(), 202);
+    let got = wait_for_comments(&github, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    app.stop().await;
+}
