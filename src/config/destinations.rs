@@ -150,6 +150,9 @@ pub struct RawGeneric {
     pub body: Option<String>,
     pub content_type: Option<String>,
     pub max_chars: Option<usize>,
+    pub lookup_path: Option<String>,
+    pub lookup_pointer: Option<String>,
+    pub on_uncertain: Option<String>,
     #[serde(flatten)]
     pub common: RawCommon,
 }
@@ -226,6 +229,20 @@ pub struct GenericDestinationConfig {
     pub content_type: String,
     /// The comment is cut to this many characters (its links and marker kept).
     pub max_chars: usize,
+    /// Where earlier comments can be listed for the marker check: a GET path template and a
+    /// JSON Pointer to them in the answer.
+    pub lookup: Option<(String, String)>,
+    pub on_uncertain: OnUncertain,
+}
+
+/// What a generic destination without a lookup does with an attempt that may have landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUncertain {
+    /// Post again: a second comment is possible, a lost one is not.
+    Post,
+    /// Never post blindly: retried as uncertain until the attempts run out, then a dead
+    /// letter for an operator to look at.
+    Hold,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -446,6 +463,28 @@ impl RawDestinations {
                     .content_type
                     .unwrap_or_else(|| "application/json".into()),
                 max_chars: raw.max_chars.unwrap_or(65_536).max(256),
+                lookup: match (raw.lookup_path, raw.lookup_pointer) {
+                    (Some(path), Some(pointer)) if pointer.is_empty() || pointer.starts_with('/') => {
+                        Some((path, pointer))
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "destinations.generic.<name>.lookup_path",
+                            "set both lookup_path and lookup_pointer (a JSON Pointer starting with `/`), or neither",
+                        ));
+                    }
+                },
+                on_uncertain: match raw.on_uncertain.as_deref() {
+                    None | Some("post") => OnUncertain::Post,
+                    Some("hold") => OnUncertain::Hold,
+                    Some(other) => {
+                        return Err(ConfigError::invalid(
+                            "destinations.generic.<name>.on_uncertain",
+                            format!("`{other}`: expected `post` or `hold`"),
+                        ));
+                    }
+                },
             });
         }
         Ok(DestinationsConfig {

@@ -1,8 +1,10 @@
 //! A generic HTTP destination (`destinations.generic.<name>`) for in-house trackers and chat
 //! tools: method, URL path, headers and body all come from config; path and body are
 //! minijinja templates that see `comment`, `target.id`, `ticket`, `delivery_key` and
-//! `marker`. Such APIs have no known way to list comments, so an uncertain attempt is not
-//! re-posted blindly: it waits for the lease and is retried as uncertain (see `has_marker`).
+//! `marker`. Such APIs have no standard way to list comments: with a `lookup_path` and
+//! `lookup_pointer` the marker check reads them; without, `on_uncertain` decides whether an
+//! attempt that may have landed is posted again (`post`, the default) or held (see
+//! `has_marker`).
 
 use std::collections::BTreeMap;
 
@@ -13,7 +15,7 @@ use serde::Serialize;
 use super::pacer::Pacer;
 use super::retry::RetryPolicy;
 use super::{Attempt, Destination, send, wrong_target};
-use crate::config::{GenericDestinationConfig, Secret};
+use crate::config::{GenericDestinationConfig, OnUncertain, Secret};
 use crate::outbox::OutboxItem;
 use crate::ticket::ReplyTarget;
 
@@ -29,6 +31,8 @@ pub struct GenericDestination {
     headers: BTreeMap<String, Secret>,
     content_type: String,
     max_chars: usize,
+    lookup_pointer: Option<String>,
+    on_uncertain: OnUncertain,
     templates: Environment<'static>,
     policy: RetryPolicy,
     pacer: Pacer,
@@ -80,7 +84,11 @@ impl GenericDestination {
         let mut templates = Environment::new();
         // In a path, `urlencode` must make one segment of anything: minijinja's own keeps `/`.
         templates.add_filter("urlencode", |value: String| encode_segment(&value));
-        for (field, source) in [("path", &config.path), ("body", &config.body)] {
+        let lookup = config.lookup.as_ref().map(|(path, _)| ("lookup", path));
+        for (field, source) in [("path", &config.path), ("body", &config.body)]
+            .into_iter()
+            .chain(lookup)
+        {
             templates
                 .add_template_owned(field, source.clone())
                 .map_err(|source| GenericTemplateError {
@@ -98,6 +106,8 @@ impl GenericDestination {
             headers: config.headers.clone(),
             content_type: config.content_type.clone(),
             max_chars: config.max_chars,
+            lookup_pointer: config.lookup.as_ref().map(|(_, pointer)| pointer.clone()),
+            on_uncertain: config.on_uncertain,
             templates,
             policy,
             pacer: Pacer::new(config.common.pacing.clone()),
@@ -112,7 +122,12 @@ impl GenericDestination {
             delivery_key: "key",
             marker: &marker,
         };
-        for field in ["path", "body"] {
+        let fields: &[&'static str] = if config.lookup.is_some() {
+            &["path", "body", "lookup"]
+        } else {
+            &["path", "body"]
+        };
+        for &field in fields {
             destination
                 .templates
                 .get_template(field)
@@ -129,13 +144,13 @@ impl GenericDestination {
     /// The path for `context`, refused when the target id changed its shape (added a
     /// segment, a query or a fragment, or climbs with `..`): an id from a ticket must never
     /// steer a request, with the configured credentials, to another endpoint.
-    fn path(&self, context: &Context<'_>) -> Result<String, String> {
-        let path = self.render("path", context)?;
+    fn path(&self, field: &str, context: &Context<'_>) -> Result<String, String> {
+        let path = self.render(field, context)?;
         let sample = Context {
             target: Target { id: "id" },
             ..*context
         };
-        let expected = self.render("path", &sample)?;
+        let expected = self.render(field, &sample)?;
         let shape = |p: &str| (p.matches('/').count(), p.contains('?'), p.contains('#'));
         // URL parsers read `%2e` as a dot, so an encoded `..` climbs all the same.
         let climbs = path.split(['/', '?', '#']).any(|segment| {
@@ -144,11 +159,27 @@ impl GenericDestination {
         });
         if shape(&path) != shape(&expected) || climbs {
             return Err(format!(
-                "destinations.{}.path: the target id `{}` does not fit in one path segment",
+                "destinations.{}.{field}: the target id `{}` does not fit in one path segment",
                 self.destination, context.target.id
             ));
         }
         Ok(path)
+    }
+
+    /// `api_url` with a rendered path that stays under it.
+    fn url(&self, path: &str) -> Result<url::Url, String> {
+        match self.api_url.join(path.trim_start_matches('/')) {
+            Ok(url) if url.as_str().starts_with(self.api_url.as_str()) => Ok(url),
+            Ok(url) => Err(format!("path leaves api_url: {url}")),
+            Err(e) => Err(format!("bad path `{path}`: {e}")),
+        }
+    }
+
+    fn with_headers(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        for (header, value) in &self.headers {
+            request = request.header(header, value.expose());
+        }
+        request
     }
 
     fn render(&self, field: &str, context: &Context<'_>) -> Result<String, String> {
@@ -173,8 +204,36 @@ impl Destination for GenericDestination {
         &self.pacer
     }
 
-    async fn has_marker(&self, _item: &OutboxItem, _marker: &str) -> Option<bool> {
-        None
+    /// With a lookup, the listing at `lookup_pointer` is searched for the marker. Without
+    /// one there is nothing to ask, and `on_uncertain` decides: post again, or hold.
+    async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {
+        let Some(pointer) = &self.lookup_pointer else {
+            return match self.on_uncertain {
+                OnUncertain::Post => Some(false),
+                OnUncertain::Hold => None,
+            };
+        };
+        let ReplyTarget::Generic { id, .. } = &item.target else {
+            return None;
+        };
+        let context = Context {
+            comment: "",
+            target: Target { id },
+            ticket: item.ticket.as_str(),
+            delivery_key: &item.delivery_key,
+            marker,
+        };
+        let url = match self.path("lookup", &context).and_then(|p| self.url(&p)) {
+            Ok(url) => url,
+            Err(error) => {
+                tracing::warn!(%error, "cannot build the lookup for the marker check");
+                return None;
+            }
+        };
+        let listing: serde_json::Value =
+            super::fetch_json(self.with_headers(self.client.get(url))).await?;
+        let comments = listing.pointer(pointer)?;
+        Some(comments.to_string().contains(marker))
     }
 
     async fn post(&self, item: &OutboxItem) -> Attempt {
@@ -193,24 +252,21 @@ impl Destination for GenericDestination {
             delivery_key: &item.delivery_key,
             marker: &marker,
         };
-        let (path, body) = match (self.path(&context), self.render("body", &context)) {
+        let (path, body) = match (self.path("path", &context), self.render("body", &context)) {
             (Ok(path), Ok(body)) => (path, body),
             (Err(e), _) | (_, Err(e)) => return Attempt::give_up(e),
         };
         // A path that climbs out of the configured base could reach another API on the host.
-        let url = match self.api_url.join(path.trim_start_matches('/')) {
-            Ok(url) if url.as_str().starts_with(self.api_url.as_str()) => url,
-            Ok(url) => return Attempt::give_up(format!("path leaves api_url: {url}")),
-            Err(e) => return Attempt::give_up(format!("bad path `{path}`: {e}")),
+        let url = match self.url(&path) {
+            Ok(url) => url,
+            Err(e) => return Attempt::give_up(e),
         };
-        let mut request = self
-            .client
-            .request(self.method.clone(), url)
-            .header("Content-Type", &self.content_type)
-            .body(body);
-        for (header, value) in &self.headers {
-            request = request.header(header, value.expose());
-        }
+        let request = self.with_headers(
+            self.client
+                .request(self.method.clone(), url)
+                .header("Content-Type", &self.content_type)
+                .body(body),
+        );
         send(&self.policy, request).await
     }
 }

@@ -14,7 +14,7 @@ use runlink::outbox::OutboxItem;
 use runlink::ticket::{ReplyTarget, TicketId};
 use runlink::wiring::build_destinations;
 use serde_json::{Value, json};
-use wiremock::matchers::{any, method};
+use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BODY: &str = "## Runbook for this alarm\n\n**[Disk full](https://rb.example/disk)**\n\nFirst steps:\n\n1. Run `df -h`\n\n```sh\ndu -xh / | sort -h\n```\n\nref runlink:delivery=k1\n<!-- runlink:delivery=k1 -->\n";
@@ -413,12 +413,52 @@ async fn generic_http_sends_the_configured_request() {
     assert_eq!(header(&request, "content-type"), "application/json");
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body, json!({"text": BODY, "ticket": "src:1"}));
-    // Nothing to list comments with: an uncertain attempt is not re-posted blindly.
+    // Nothing to list comments with: by default an uncertain attempt is posted again...
     assert_eq!(
-        d.has_marker(&item("generic.chat", target), "runlink:delivery=k1")
+        d.has_marker(&item("generic.chat", target.clone()), "runlink:delivery=k1")
+            .await,
+        Some(false)
+    );
+    // ...or, held, retried as uncertain until an operator looks at the dead letter.
+    let held = destination(
+        &format!("{}on_uncertain = \"hold\"\n", generic_toml(&server.uri())),
+        "generic.chat",
+    );
+    assert_eq!(
+        held.has_marker(&item("generic.chat", target), "runlink:delivery=k1")
             .await,
         None
     );
+}
+
+/// With a lookup, the marker check reads the tracker's comments like any other destination.
+#[tokio::test]
+async fn a_generic_lookup_runs_the_marker_check() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/rooms/ops/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": {"messages": [{"text": "hello"}, {"text": "x <!-- runlink:delivery=k1 -->"}]}
+        })))
+        .mount(&server)
+        .await;
+    let toml = format!(
+        "{}lookup_path = \"/rooms/{{{{ target.id|urlencode }}}}/messages\"\nlookup_pointer = \"/data/messages\"\n",
+        generic_toml(&server.uri())
+    );
+    let d = destination(&toml, "generic.chat");
+    let target = ReplyTarget::Generic {
+        name: "chat".into(),
+        id: "ops".into(),
+    };
+    let it = item("generic.chat", target);
+    assert_eq!(d.has_marker(&it, "runlink:delivery=k1").await, Some(true));
+    assert_eq!(d.has_marker(&it, "runlink:delivery=k2").await, Some(false));
+    let request = server.received_requests().await.unwrap().remove(0);
+    assert_eq!(header(&request, "x-api-key"), "chat-key");
+    let bad = format!("{}lookup_path = \"/x\"\n", generic_toml(&server.uri()));
+    let error = Config::from_toml(&bad).unwrap_err().to_string();
+    assert!(error.contains("lookup_pointer"), "{error}");
 }
 
 /// A reply id from a ticket cannot steer the request, with the configured key, to another
