@@ -252,17 +252,7 @@ async fn sigkill_mid_burst_loses_no_accepted_ticket_and_posts_none_twice() {
             let answered = answered.clone();
             async move {
                 let body = ticket(n);
-                let signature = format!(
-                    "sha256={}",
-                    runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
-                );
-                let result = client
-                    .post(format!("{base}/webhooks/github"))
-                    .header("X-GitHub-Event", "issues")
-                    .header("X-GitHub-Delivery", format!("d-{n}"))
-                    .header("X-Hub-Signature-256", signature)
-                    .body(body)
-                    .send()
+                let result = send_github_issue(&client, &base, &format!("d-{n}"), &body)
                     .await
                     .map(|r| r.status().as_u16())
                     .map_err(|e| e.to_string());

@@ -42,17 +42,7 @@ async fn control_characters_reach_neither_comments_nor_log_lines() {
 
     let title = "Disk \u{7}on logs-1\u{1b}[31m will fill up\u{0} within 4 hours";
     let body = issue_opened(5, title, "Filesystem \u{1b}[0m/ is 91% full.");
-    let signature = format!(
-        "sha256={}",
-        runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
-    );
-    let r = client
-        .post(format!("{base}/webhooks/github"))
-        .header("X-GitHub-Event", "issues")
-        .header("X-GitHub-Delivery", "ctl-1")
-        .header("X-Hub-Signature-256", signature)
-        .body(body)
-        .send()
+    let r = send_github_issue(&client, &base, "ctl-1", &body)
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
@@ -218,17 +208,7 @@ async fn sigterm_cancels_a_hung_post_in_time_and_the_restart_does_not_post_twice
     let mut child = start_server(&config);
     wait_healthy(&client, &base).await;
     let body = issue_opened(3, "Disk on logs-1 will fill up within 4 hours", "");
-    let signature = format!(
-        "sha256={}",
-        runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
-    );
-    let r = client
-        .post(format!("{base}/webhooks/github"))
-        .header("X-GitHub-Event", "issues")
-        .header("X-GitHub-Delivery", "hung-1")
-        .header("X-Hub-Signature-256", signature)
-        .body(body)
-        .send()
+    let r = send_github_issue(&client, &base, "hung-1", &body)
         .await
         .unwrap();
     assert_eq!(r.status(), 202);

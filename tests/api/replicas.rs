@@ -77,20 +77,10 @@ async fn three_replicas_one_killed_post_each_accepted_ticket_exactly_once() {
             let answered = answered.clone();
             async move {
                 let body = issue_opened(n, &format!("Disk full on host-{n}"), "");
-                let signature = format!(
-                    "sha256={}",
-                    runlink::ingest::sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
-                );
                 let mut tries = Vec::new();
                 for attempt in 0..3 {
                     let base = &bases[(n as usize + attempt) % bases.len()];
-                    let result = client
-                        .post(format!("{base}/webhooks/github"))
-                        .header("X-GitHub-Event", "issues")
-                        .header("X-GitHub-Delivery", format!("d-{n}"))
-                        .header("X-Hub-Signature-256", &signature)
-                        .body(body.clone())
-                        .send()
+                    let result = send_github_issue(&client, base, &format!("d-{n}"), &body)
                         .await
                         .map(|r| r.status().as_u16())
                         .map_err(|e| e.to_string());

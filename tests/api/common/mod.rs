@@ -221,6 +221,28 @@ impl TestApp {
     }
 }
 
+/// A signed GitHub `issues` webhook to the runlink at `base` (a process, or any replica).
+pub async fn send_github_issue(
+    client: &reqwest::Client,
+    base: &str,
+    delivery: &str,
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let signature = format!(
+        "sha256={}",
+        sign_hmac_sha256(SECRET.as_bytes(), body.as_bytes())
+    );
+    client
+        .post(format!("{base}/webhooks/github"))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", "issues")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", signature)
+        .body(body.to_string())
+        .send()
+        .await
+}
+
 /// Copies a directory tree (a runbook corpus to modify in a test).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
