@@ -242,6 +242,10 @@ pub(super) fn apply_all(
             let sp = tx.savepoint()?;
             match apply_one(&sp, record) {
                 Ok(()) => sp.commit()?,
+                // A full disk, an I/O error or a lock says nothing about this record: the
+                // batch is given up whole and applied again later; nothing acknowledged
+                // is ever skipped for it.
+                Err(error) if environmental(&error) => return Err(error),
                 Err(error) => {
                     tracing::error!(seq = record.seq, %error, "ingest log record cannot be applied; skipped");
                 }
@@ -256,6 +260,25 @@ pub(super) fn apply_all(
     tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
     tx.commit()?;
     Ok(last)
+}
+
+/// Whether a failure comes from where the database lives rather than from the record.
+pub(super) fn environmental(error: &StoreError) -> bool {
+    use rusqlite::ErrorCode::*;
+    match error {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+            failure.code,
+            DiskFull
+                | SystemIoFailure
+                | DatabaseBusy
+                | DatabaseLocked
+                | ReadOnly
+                | CannotOpen
+                | OutOfMemory
+                | FileLockingProtocolFailed
+        ),
+        _ => false,
+    }
 }
 
 pub(super) fn apply_one(tx: &Connection, record: &Logged) -> Result<(), StoreError> {
@@ -311,7 +334,8 @@ pub(super) fn write_accept(
         tx.prepare_cached(
             "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
                                  next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)
+             ON CONFLICT (delivery_key) DO NOTHING",
         )?
         .execute(params![
             d.key,

@@ -521,3 +521,58 @@ async fn unmatched_records_left_in_the_log_are_matched_when_the_store_opens() {
     );
     assert_eq!(enrich.calls.load(Ordering::SeqCst), 1);
 }
+
+/// A full disk fails the batch whole: not one acknowledged record is skipped, and once
+/// there is room again every record is applied. A record whose delivery is already in the
+/// tables is applied without a second delivery, not skipped.
+#[test]
+fn a_full_disk_skips_no_record_and_a_known_delivery_is_applied_not_skipped() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    migrate(&mut conn).unwrap();
+    let record = |seq: u64, key: &str| Logged {
+        seq,
+        entry: Entry::Accept(Prepared {
+            delivery_id: format!("d-{seq}"),
+            ticket_id: format!("alertmanager:t{seq}@2026"),
+            ..with_key(key)
+        }),
+    };
+    fn with_key(key: &str) -> Prepared {
+        let mut p = prepared(Some(Decided {
+            outcome: AcceptOutcome::Stored,
+            event: Some(r#"{"event":"enqueued"}"#.into()),
+        }));
+        if let Some(d) = p.delivery.as_mut() {
+            d.key = key.to_string();
+            d.body = "x".repeat(2000);
+        }
+        p
+    }
+    let batch: Vec<Logged> = (1..=200).map(|n| record(n, &format!("k{n}"))).collect();
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "max_page_count", pages + 4)
+        .unwrap();
+    let error = apply_batch(&mut conn, &batch).unwrap_err();
+    assert!(environmental(&error), "{error}");
+    let applied: i64 = conn
+        .query_row("SELECT seq FROM journal_applied", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(applied, 0, "nothing was marked applied");
+
+    conn.pragma_update(None, "max_page_count", 1_000_000)
+        .unwrap();
+    // The same delivery logged twice (a replay): the second is applied without a row.
+    let mut batch = batch;
+    batch.push(record(201, "k1"));
+    assert_eq!(apply_batch(&mut conn, &batch).unwrap(), 201);
+    let (tickets, outbox): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM tickets), (SELECT COUNT(*) FROM outbox)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((tickets, outbox), (201, 200));
+}
