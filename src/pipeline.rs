@@ -3,7 +3,7 @@
 //! embedded store, behind it. Sources call `Pipeline::accept` and answer their sender from
 //! its outcome.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,41 @@ pub struct Enricher {
     pub top_k: usize,
     pub metrics: Arc<Metrics>,
     pub coalescer: Coalescer,
+    pub known: KnownKeys,
+}
+
+/// Delivery keys this process has seen stored: a store that matches before its accept
+/// skips the match of an echo (a tracker sending runlink's own enrichment back as a new
+/// delivery) without a database round trip. Outbox rows are never removed, so a key seen
+/// here stays enriched; one forgotten (past the bound, or seen by another replica) only
+/// costs a match.
+#[derive(Debug, Default)]
+pub struct KnownKeys(Mutex<(HashSet<String>, VecDeque<String>)>);
+
+/// Bound on remembered keys; the oldest are forgotten first.
+const KNOWN_KEYS_MAX: usize = 100_000;
+
+impl KnownKeys {
+    fn contains(&self, key: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(key)
+    }
+
+    fn insert(&self, key: String) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *guard;
+        if set.insert(key.clone()) {
+            order.push_back(key);
+            if order.len() > KNOWN_KEYS_MAX
+                && let Some(oldest) = order.pop_front()
+            {
+                set.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// The matcher in force. A reload builds a new one beside it and swaps it in whole; requests
@@ -314,13 +349,14 @@ impl Pipeline {
                 None
             }
         };
-        let echo = match &delivery {
-            Some(d) if !self.store.defers_matching() => {
-                self.store.is_enriched(&d.delivery_key).await?
-            }
-            _ => false,
-        };
-        let matching = if self.store.defers_matching() {
+        // A store that matches behind its log decides echoes before it matches; the others
+        // are told here.
+        let inline = !self.store.defers_matching();
+        let echo = inline
+            && delivery
+                .as_ref()
+                .is_some_and(|d| enricher.known.contains(&d.delivery_key));
+        let matching = if !inline {
             Matching::Deferred
         } else if echo {
             // The store answers `already_enriched` for it; the match would be thrown away.
@@ -338,6 +374,10 @@ impl Pipeline {
             Matching::Done
         };
         let queued = delivery.is_some();
+        let key = delivery
+            .as_ref()
+            .filter(|_| inline)
+            .map(|d| d.delivery_key.clone());
         let outcome = self
             .store
             .accept(Accepted {
@@ -351,6 +391,14 @@ impl Pipeline {
             .await?;
         if outcome == AcceptOutcome::Stored && queued {
             self.enricher.metrics.add_pending(1);
+        }
+        if let Some(key) = key
+            && matches!(
+                outcome,
+                AcceptOutcome::Stored | AcceptOutcome::AlreadyEnriched
+            )
+        {
+            self.enricher.known.insert(key);
         }
         tracing::info!(outcome = ?outcome, matching = ?matching, "ticket accepted");
         Ok(outcome)

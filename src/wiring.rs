@@ -160,6 +160,7 @@ pub fn build_enricher(
         top_k: config.matcher.top_k,
         metrics,
         coalescer: Coalescer::new(config.matcher.coalesce),
+        known: Default::default(),
     })
 }
 

@@ -364,11 +364,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Whether an enrichment with this delivery key is already queued or posted: a store
-    /// that matches before its accept asks first, so an echo of runlink's own comment costs
-    /// no search.
-    async fn is_enriched(&self, delivery_key: &str) -> Result<bool, StoreError>;
-
     /// Pending deliveries only: what load shedding needs, cheaper than `counts`.
     async fn pending(&self) -> Result<u64, StoreError> {
         Ok(self.counts().await?.pending)

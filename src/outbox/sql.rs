@@ -102,9 +102,6 @@ pub(crate) const INSERT_AUDIT: Statement =
 pub(crate) const PAUSED_UNTIL: Statement =
     Statement("SELECT until FROM pauses WHERE destination = ?1");
 
-pub(crate) const IS_ENRICHED: Statement =
-    Statement("SELECT COUNT(*) FROM outbox WHERE delivery_key = ?1");
-
 pub(crate) const COUNTS: Statement = Statement("SELECT state, COUNT(*) FROM outbox GROUP BY state");
 
 /// A row of either database, read by position.

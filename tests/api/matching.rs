@@ -139,3 +139,44 @@ async fn matching_behind_the_log_leaves_what_matching_before_the_accept_leaves()
         assert_eq!(kinds, ["received", "decided", "enqueued"]);
     }
 }
+
+/// A new delivery of a ticket whose comment is already queued (a tracker echoing runlink's
+/// own enrichment) is answered `already_enriched` without a second match, whether the store
+/// matches before its accept or behind its log.
+#[tokio::test]
+async fn an_echo_of_an_enriched_ticket_is_not_matched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::test_config(dir.path(), "http://127.0.0.1:9", "");
+    for defer in [false, true] {
+        let enricher = enricher(&config);
+        let path = dir.path().join(format!("echo-{defer}.db"));
+        let store = if defer {
+            SqliteStore::open_with(&path, Some(enricher.clone() as Arc<dyn Enrich>)).unwrap()
+        } else {
+            SqliteStore::open(&path).unwrap()
+        };
+        let pipeline = pipeline(enricher.clone(), Arc::new(store.clone()));
+        let ticket = crash_looping(1);
+        assert_eq!(
+            pipeline.accept(ticket.clone()).await.unwrap(),
+            AcceptOutcome::Stored
+        );
+        let echo = Ticket {
+            delivery: DeliveryId::parse("d-echo").unwrap(),
+            ..ticket
+        };
+        assert_eq!(
+            pipeline.accept(echo).await.unwrap(),
+            AcceptOutcome::AlreadyEnriched
+        );
+        store.counts().await.unwrap();
+        let matched: f64 = enricher
+            .metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("runlink_matches_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(matched, 1.0, "deferred: {defer}");
+    }
+}

@@ -314,14 +314,6 @@ impl Store for PostgresStore {
         Ok(n.max(0) as u64)
     }
 
-    async fn is_enriched(&self, delivery_key: &str) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = one(&client, &sql::IS_ENRICHED.postgres(), &[&delivery_key])
-            .await?
-            .int(0)?;
-        Ok(n > 0)
-    }
-
     async fn counts(&self) -> Result<OutboxCounts, StoreError> {
         let client = self.client().await?;
         let mut counts = OutboxCounts::default();

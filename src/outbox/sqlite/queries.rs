@@ -189,18 +189,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn is_enriched(&self, delivery_key: &str) -> Result<bool, StoreError> {
-        self.caught_up().await;
-        let key = delivery_key.to_string();
-        self.with_conn(move |conn| {
-            let n: i64 = conn
-                .prepare_cached(sql::IS_ENRICHED.sqlite())?
-                .query_row([key], |r| r.get(0))?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
     async fn counts(&self) -> Result<OutboxCounts, StoreError> {
         self.caught_up().await;
         self.counts_now().await
