@@ -164,6 +164,21 @@ async fn run_destination(
                     }
                     return;
                 }
+                // From here a crash leaves the item uncertain; before, it had sent nothing.
+                match store.sending(&item).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(id = item.id, "lease lost before the send: item left to its new owner");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot record the send: item released unsent");
+                        if let Err(error) = store.release(&item).await {
+                            tracing::error!(%error, "cannot release item");
+                        }
+                        return;
+                    }
+                }
                 let in_flight = item.clone();
                 tokio::select! {
                     _ = deliver_one(store.as_ref(), destination.as_ref(), &config, &metrics, item) => {}

@@ -150,7 +150,7 @@ pub struct OutboxItem {
     /// Attempts made before this one.
     pub attempts: u32,
     /// An earlier attempt may have reached the destination without us knowing (a timeout,
-    /// or a crash between sending and recording): look for the marker before posting again.
+    /// or a crash after its request started and before its outcome was recorded): look for the marker before posting again.
     pub uncertain: bool,
     pub created_ms: i64,
     /// This claim's lease: after it, another worker (another replica) may claim the item.
@@ -323,6 +323,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         settle: Settle,
         event: AuditEvent,
     ) -> Result<(), StoreError>;
+
+    /// Records that the request of a claimed item is about to start, so a crash from here on
+    /// leaves the item uncertain; `false` when this claim no longer holds the lease (then
+    /// nothing may be sent).
+    async fn sending(&self, item: &OutboxItem) -> Result<bool, StoreError>;
 
     /// Gives back a claimed item that was not sent (its lease would run out before the send
     /// could finish): due again at once, and not uncertain, since nothing was sent.

@@ -66,6 +66,14 @@ pub(crate) const SETTLE_DEAD: Statement = Statement(
      WHERE id = ?1 AND lease_until = ?4",
 );
 
+/// The lease holder is about to send: from here until a settle, a crash leaves the item
+/// uncertain (more claims than attempts). A claim alone does not, since a worker that dies
+/// while waiting for its turn has sent nothing.
+pub(crate) const SENDING: Statement = Statement(
+    "UPDATE outbox SET claims = attempts + 1
+     WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
+);
+
 /// Given back unsent by this owner, but an earlier owner's unsettled claim may have posted:
 /// an item claimed uncertain stays uncertain.
 pub(crate) const RELEASE: Statement = Statement(
@@ -131,8 +139,9 @@ pub(crate) fn outbox_row(r: &impl Columns) -> Result<OutboxRow, StoreError> {
     })
 }
 
-/// A claimed item, from `CLAIM_COLUMNS` as they were before the claim. A claim that was
-/// never settled (more claims than attempts) may have posted: the item is uncertain.
+/// A claimed item, from `CLAIM_COLUMNS`. An earlier claim that started sending and was
+/// never settled (more claims than attempts, see `SENDING`) may have posted: the item is
+/// uncertain.
 pub(crate) fn claimed_item(
     r: &impl Columns,
     lease_until_ms: i64,

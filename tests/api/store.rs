@@ -174,8 +174,24 @@ async fn claims_lease_items_and_unsettled_ones_return_uncertain() {
             .unwrap();
         assert_eq!(again.len(), 1, "{}: the lease ran out", b.name);
         assert!(
-            again[0].uncertain,
-            "{}: a claim that was never settled may have posted",
+            !again[0].uncertain,
+            "{}: a claim that never started its request has sent nothing",
+            b.name
+        );
+        assert!(
+            !s.sending(&first[0]).await.unwrap(),
+            "{}: a claim whose lease ran out may not send",
+            b.name
+        );
+        assert!(s.sending(&again[0]).await.unwrap(), "{}", b.name);
+        let third = s
+            .claim_due("github", now + 62_000, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(third.len(), 1, "{}: the lease ran out again", b.name);
+        assert!(
+            third[0].uncertain,
+            "{}: a claim that started sending and was never settled may have posted",
             b.name
         );
     }
@@ -449,6 +465,7 @@ async fn only_the_lease_holder_settles_and_released_items_keep_their_uncertainty
             .await
             .unwrap()
             .remove(0);
+        assert!(s.sending(&old).await.unwrap(), "{}", b.name);
         let new = s
             .claim_due("github", now + 31_000, 10, LEASE)
             .await
@@ -478,7 +495,8 @@ async fn only_the_lease_holder_settles_and_released_items_keep_their_uncertainty
             "{}: a stale release leaves the new lease alone",
             b.name
         );
-        // `new` was claimed after `old`'s lease ran out unsettled: `old` may have posted.
+        // `new` was claimed after `old` started sending and its lease ran out unsettled:
+        // `old` may have posted.
         assert!(new.uncertain, "{}: an unsettled claim before", b.name);
         s.release(&new).await.unwrap();
         let again = s

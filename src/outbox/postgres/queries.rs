@@ -110,20 +110,19 @@ impl Store for PostgresStore {
         let rows = rows(
             &client,
             "WITH due AS (
-                     SELECT id, claims AS old_claims FROM outbox
+                     SELECT id FROM outbox
                      WHERE destination = $1 AND state = 'pending'
                        AND next_attempt_at <= $2 AND lease_until <= $2
                      ORDER BY next_attempt_at, id
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED
                  )
-                 UPDATE outbox o SET lease_until = $4, claims = o.attempts + 1
+                 UPDATE outbox o SET lease_until = $4
                  FROM due WHERE o.id = due.id
                  RETURNING o.id, o.delivery_key, o.ticket_id, o.destination, o.target, o.body,
-                           o.attempts, due.old_claims, o.uncertain, o.created_at,
+                           o.attempts, o.claims, o.uncertain, o.created_at,
                            o.next_attempt_at",
-            // The columns of `sql::CLAIM_COLUMNS` as they were before this claim, then the
-            // due time to order by.
+            // The columns of `sql::CLAIM_COLUMNS`, then the due time to order by.
             &[&destination, &now, &(limit as i64), &lease_until],
         )
         .await?;
@@ -261,6 +260,17 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let found = rows(&client, &sql::PAUSED_UNTIL.postgres(), &[&destination]).await?;
         Ok(found.first().map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    async fn sending(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let marked = exec(
+            &client,
+            &sql::SENDING.postgres(),
+            &[&item.id, &item.lease_until_ms],
+        )
+        .await?;
+        Ok(marked == 1)
     }
 
     async fn release(&self, item: &OutboxItem) -> Result<(), StoreError> {

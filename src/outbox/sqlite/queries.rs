@@ -112,6 +112,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn sending(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        let (id, lease) = (item.id, item.lease_until_ms);
+        self.with_conn(
+            move |conn| Ok(conn.execute(sql::SENDING.sqlite(), params![id, lease])? == 1),
+        )
+        .await
+    }
+
     async fn release(&self, item: &OutboxItem) -> Result<(), StoreError> {
         let (id, lease, uncertain) = (item.id, item.lease_until_ms, item.uncertain);
         self.with_conn(move |conn| {
@@ -334,7 +342,7 @@ impl SqliteStore {
             };
             for item in &items {
                 tx.execute(
-                    "UPDATE outbox SET lease_until = ?2, claims = attempts + 1 WHERE id = ?1",
+                    "UPDATE outbox SET lease_until = ?2 WHERE id = ?1",
                     params![item.id, lease_until],
                 )?;
             }
