@@ -5,9 +5,13 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_http::{HttpService, KeepAlive};
+use actix_server::{Server, ServerHandle};
+use actix_service::map_config;
 use actix_web::App;
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -112,21 +116,35 @@ impl Application {
             .port();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections, workers);
-        let server = actix_web::HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(crate::http::request_span))
-                .configure(crate::http::configure(&state))
-        })
-        .workers(workers)
-        .max_connections(connections.div_ceil(workers).max(1))
-        .client_request_timeout(config.request_timeout)
-        .shutdown_timeout((config.shutdown_timeout / 2).as_secs().max(1))
-        .listen(listener)
-        .map_err(|source| StartError::Bind {
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.to_string(),
             source,
-        })?
-        .run();
+        })?;
+        let (request_timeout, max_body) = (config.request_timeout, config.max_body_bytes);
+        // actix-web's `HttpServer` has no say in `Expect: 100-continue`; the HTTP service
+        // underneath does, so the server is assembled from it with the same settings.
+        let server = actix_server::Server::build()
+            .workers(workers)
+            .max_concurrent_connections(connections.div_ceil(workers).max(1))
+            .shutdown_timeout((config.shutdown_timeout / 2).as_secs().max(1))
+            .listen("runlink", listener, move || {
+                let app = App::new()
+                    .wrap(from_fn(crate::http::request_span))
+                    .configure(crate::http::configure(&state));
+                HttpService::build()
+                    .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                    .client_request_timeout(request_timeout)
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .local_addr(local)
+                    .expect(crate::http::expect_continue(max_body))
+                    .finish(map_config(app, |_| AppConfig::default()))
+                    .tcp()
+            })
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?
+            .run();
         tracing::info!(
             port,
             max_connections = connections,

@@ -77,6 +77,41 @@ pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + 
     }
 }
 
+/// Answers `Expect: 100-continue` before any body is sent: a declared length over the limit
+/// is refused 413 there and then, so the client never uploads it (a `100 Continue` would
+/// invite the upload the handler then refuses).
+pub(crate) fn expect_continue(
+    max_body_bytes: usize,
+) -> impl actix_service::ServiceFactory<
+    actix_http::Request,
+    Config = (),
+    Response = actix_http::Request,
+    Error = actix_http::Response<actix_web::body::BoxBody>,
+    InitError = (),
+> + Clone {
+    use actix_http::HttpMessage as _;
+    use actix_web::ResponseError as _;
+    actix_service::fn_service(move |req: actix_http::Request| async move {
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match declared {
+            Some(length) if length > max_body_bytes as u64 => {
+                tracing::info!(
+                    path = %req.path(),
+                    length,
+                    "Expect: 100-continue refused: declared body over server.max_body_bytes"
+                );
+                let refused = ApiError::too_large(max_body_bytes).error_response();
+                Err(refused.map_into_boxed_body().into())
+            }
+            _ => Ok(req),
+        }
+    })
+}
+
 /// Unknown paths, and known paths asked with another method, in the same error shape.
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::new(

@@ -174,6 +174,45 @@ async fn trickling_bodies_are_cut_off_and_others_are_still_answered() {
     app.stop().await;
 }
 
+/// A client that asks before uploading (`Expect: 100-continue`) is refused 413 at once when
+/// its declared body is over the limit, and told to go on when it is not.
+#[tokio::test]
+async fn expect_continue_is_refused_before_an_oversized_upload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let github = github_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(test_config(
+        dir.path(),
+        &github.uri(),
+        "[server]\nmax_body_bytes = 1000\n",
+    ))
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let ask = async |length: usize| {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /webhooks/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Expect: 100-continue\r\nContent-Length: {length}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("answered before any body byte")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let refused = ask(5_000_000).await;
+    assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    assert!(!refused.contains("100 Continue"), "{refused}");
+    assert!(refused.contains("payload_too_large"), "{refused}");
+    assert!(refused.contains("1000 bytes"), "{refused}");
+    let invited = ask(500).await;
+    assert!(invited.starts_with("HTTP/1.1 100 Continue"), "{invited}");
+    app.stop().await;
+}
+
 /// A destination that takes the request and never answers must not hold SIGTERM past the
 /// shutdown timeout; the cut-off post is given back as uncertain, so after the restart the
 /// marker check finds the comment that did land and nothing is posted twice.
