@@ -64,6 +64,15 @@ pub enum AuditEvent {
     NotEnqueued {
         reason: String,
     },
+    /// Not posted as a comment of its own: its reply target had its comments. `into` is the
+    /// delivery whose comment lists it; without one, the target's last comment was already
+    /// posted and this alert is recorded here only.
+    Folded {
+        delivery_key: String,
+        destination: String,
+        into: Option<String>,
+        reason: String,
+    },
     DeliveryAttempt {
         delivery_key: String,
         destination: String,
@@ -106,6 +115,7 @@ impl AuditEvent {
             AuditEvent::Enqueued { .. } => "enqueued",
             AuditEvent::AlreadyEnriched { .. } => "already_enriched",
             AuditEvent::NotEnqueued { .. } => "not_enqueued",
+            AuditEvent::Folded { .. } => "folded",
             AuditEvent::DeliveryAttempt { .. } => "delivery_attempt",
         }
     }

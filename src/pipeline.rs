@@ -242,7 +242,7 @@ impl Enricher {
                 outcome: how.to_string(),
             })
             .inc();
-        let body = match delivery {
+        let (body, summary) = match delivery {
             Some(Comment {
                 destination,
                 delivery_key,
@@ -251,15 +251,19 @@ impl Enricher {
                     .destinations
                     .get(destination)
                     .ok_or_else(|| PipelineError::Destination(destination.to_string()))?;
-                Some(self.renderer.render_shared(
+                let body = self.renderer.render_shared(
                     template,
                     ticket,
                     signature,
                     decision,
                     delivery_key,
-                )?)
+                )?;
+                (
+                    Some(body),
+                    self.renderer.summary(template, ticket, decision),
+                )
             }
-            None => None,
+            None => (None, String::new()),
         };
         tracing::info!(
             ticket = %ticket.id,
@@ -271,6 +275,7 @@ impl Enricher {
         Ok(Enriched {
             decided: AuditEvent::decided(signature.to_string(), decision),
             body,
+            summary,
         })
     }
 
@@ -334,6 +339,7 @@ impl Pipeline {
                     destination: target.destination(),
                     target,
                     body: String::new(),
+                    summary: String::new(),
                 })
             }
             Some(target) => {
@@ -370,6 +376,7 @@ impl Pipeline {
             events.insert(1, enriched.decided);
             if let (Some(d), Some(body)) = (delivery.as_mut(), enriched.body) {
                 d.body = body;
+                d.summary = enriched.summary;
             }
             Matching::Done
         };

@@ -88,6 +88,14 @@ fn describe(event: &AuditEvent) -> String {
         AuditEvent::Enqueued { destination, .. } => format!("queued for {destination}"),
         AuditEvent::AlreadyEnriched { .. } => "already enriched".into(),
         AuditEvent::NotEnqueued { reason } => format!("not queued: {reason}"),
+        AuditEvent::Folded {
+            into: Some(into),
+            destination,
+            ..
+        } => format!("listed in the {destination} comment of delivery {into}"),
+        AuditEvent::Folded {
+            into: None, reason, ..
+        } => format!("not posted: {reason}"),
         AuditEvent::DeliveryAttempt {
             attempt,
             outcome,

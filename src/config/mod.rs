@@ -114,6 +114,12 @@ pub struct OutboxConfig {
     /// Above this many pending deliveries, webhooks get 503 + Retry-After.
     pub high_water: u64,
     pub max_per_ticket: u32,
+    /// At most this many comments on one reply target (one issue, one incident) within
+    /// `reply_target_window`; the last one allowed lists the alerts folded into it. 0: no cap.
+    pub max_per_reply_target: u32,
+    pub reply_target_window: Duration,
+    /// How long the last comment allowed waits for more alerts to fold into it.
+    pub fold_wait: Duration,
 }
 
 impl Config {

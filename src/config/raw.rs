@@ -75,6 +75,9 @@ pub struct RawOutbox {
     pub max_age_secs: u64,
     pub high_water: u64,
     pub max_per_ticket: u32,
+    pub max_per_reply_target: u32,
+    pub reply_target_window_secs: u64,
+    pub fold_wait_ms: u64,
 }
 
 /// The defaults are the "embedded" setup: bundled runbooks, SQLite under `data/`, loopback.

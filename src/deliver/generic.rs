@@ -204,6 +204,10 @@ impl Destination for GenericDestination {
         &self.pacer
     }
 
+    fn max_chars(&self) -> usize {
+        self.max_chars
+    }
+
     /// With a lookup, the listing at `lookup_pointer` is searched for the marker. Without
     /// one there is nothing to ask, and `on_uncertain` decides: post again, or hold.
     async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {

@@ -105,6 +105,10 @@ impl Destination for GithubDestination {
         &self.pacer
     }
 
+    fn max_chars(&self) -> usize {
+        MAX_COMMENT_CHARS
+    }
+
     async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {
         let base = self.comments_url(&item.target)?;
         for page in 1..=MARKER_PAGES {

@@ -136,6 +136,10 @@ impl Destination for JiraDestination {
         &self.pacer
     }
 
+    fn max_chars(&self) -> usize {
+        MAX_COMMENT_CHARS
+    }
+
     async fn has_marker(&self, item: &OutboxItem, _marker: &str) -> Option<bool> {
         let base = self.comments_url(&item.target)?;
         for page in 0..MARKER_PAGES {

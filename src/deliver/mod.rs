@@ -14,6 +14,7 @@ pub mod pagerduty;
 pub mod retry;
 pub mod servicenow;
 
+mod fold;
 mod request;
 mod verdict;
 mod worker;
@@ -61,6 +62,8 @@ pub trait Destination: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     fn policy(&self) -> &RetryPolicy;
     fn pacer(&self) -> &Pacer;
+    /// The longest comment the destination takes, in characters.
+    fn max_chars(&self) -> usize;
     async fn post(&self, item: &OutboxItem) -> Attempt;
     /// Whether the ticket already carries a comment with `marker` (see
     /// `render::marker_token`): `None` when the API cannot tell (then an uncertain item is

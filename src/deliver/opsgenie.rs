@@ -88,6 +88,10 @@ impl Destination for OpsgenieDestination {
         &self.pacer
     }
 
+    fn max_chars(&self) -> usize {
+        MAX_NOTE_CHARS
+    }
+
     async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {
         let mut url = self.notes_url(&item.target)?;
         url.query_pairs_mut()

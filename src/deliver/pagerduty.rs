@@ -94,6 +94,10 @@ impl Destination for PagerdutyDestination {
         &self.pacer
     }
 
+    fn max_chars(&self) -> usize {
+        MAX_NOTE_CHARS
+    }
+
     async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {
         let url = self.notes_url(&item.target)?;
         let notes: Notes = fetch_json(self.request(reqwest::Method::GET, url)).await?;

@@ -74,6 +74,10 @@ impl Destination for ServicenowDestination {
         &self.pacer
     }
 
+    fn max_chars(&self) -> usize {
+        MAX_NOTE_CHARS
+    }
+
     async fn has_marker(&self, item: &OutboxItem, marker: &str) -> Option<bool> {
         let ReplyTarget::ServicenowRecord { sys_id, .. } = &item.target else {
             return None;

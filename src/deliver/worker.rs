@@ -10,6 +10,7 @@ use rand::RngExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::fold::{self, Role};
 use super::retry::Verdict;
 use super::{Attempt, Destination, Destinations, verdict};
 use crate::audit::AttemptOutcome;
@@ -121,8 +122,42 @@ async fn run_destination(
             }
             continue;
         }
+        let roles = match fold::plan(store.as_ref(), &claimed, &config).await {
+            Ok(roles) => roles,
+            Err(error) => {
+                tracing::error!(%error, "cannot count the comments of reply targets: items released");
+                for item in &claimed {
+                    if let Err(error) = store.release(item).await {
+                        tracing::error!(%error, "cannot release item");
+                    }
+                }
+                continue;
+            }
+        };
         let mut batch = JoinSet::new();
-        for item in claimed {
+        for (item, role) in claimed.into_iter().zip(roles) {
+            match role {
+                Role::Post | Role::Last => {}
+                Role::TakenIn => continue,
+                Role::Gather => {
+                    metrics.delivery(destination.name(), "gathering");
+                    if let Err(error) = store.release(&item).await {
+                        tracing::error!(%error, "cannot release item");
+                    }
+                    continue;
+                }
+                Role::Over => {
+                    settle_over_cap(
+                        store.as_ref(),
+                        destination.as_ref(),
+                        &config,
+                        &metrics,
+                        &item,
+                    )
+                    .await;
+                    continue;
+                }
+            }
             let store = store.clone();
             let destination = destination.clone();
             let config = config.clone();
@@ -165,7 +200,25 @@ async fn run_destination(
                     return;
                 }
                 // From here a crash leaves the item uncertain; before, it had sent nothing.
-                match store.sending(&item).await {
+                // The target's last comment takes in its other pending alerts at this point.
+                let mut item = item;
+                let started = if role == Role::Last {
+                    store.fold_into(&item, now_ms()).await.map(|fold| {
+                        fold.map(|fold| {
+                            metrics.add_pending(-(fold.newly_folded as i64));
+                            item.body = fold::compose(
+                                &item.body,
+                                &fold.lines,
+                                destination.max_chars(),
+                                &config,
+                            );
+                        })
+                        .is_some()
+                    })
+                } else {
+                    store.sending(&item).await
+                };
+                match started {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(id = item.id, "lease lost before the send: item left to its new owner");
@@ -200,6 +253,32 @@ async fn run_destination(
         while batch.join_next().await.is_some() {}
     }
     tracing::info!("delivery worker stopped");
+}
+
+/// Records an item whose reply target had all its comments, the last one already out.
+#[tracing::instrument(skip_all, fields(ticket = %item.ticket, delivery_key = %item.delivery_key, destination = %item.destination))]
+async fn settle_over_cap(
+    store: &dyn Store,
+    destination: &dyn Destination,
+    config: &OutboxConfig,
+    metrics: &Metrics,
+    item: &OutboxItem,
+) {
+    let reason = fold::over_reason(config);
+    tracing::info!(%reason, "not posted: reply target at its comment cap");
+    let event = crate::audit::AuditEvent::Folded {
+        delivery_key: item.delivery_key.clone(),
+        destination: destination.name().to_string(),
+        into: None,
+        reason: reason.clone(),
+    };
+    match store.settle(item, Settle::Folded { reason }, event).await {
+        Ok(()) => {
+            metrics.delivery(destination.name(), "over_cap");
+            metrics.add_pending(-1);
+        }
+        Err(error) => tracing::error!(%error, "cannot record the item over the cap"),
+    }
 }
 
 #[tracing::instrument(skip_all, fields(ticket = %item.ticket, delivery_key = %item.delivery_key, destination = %item.destination))]
@@ -276,6 +355,7 @@ async fn deliver_one(
             tracing::error!(%error, detail = %attempt.detail, "delivery failed permanently: dead-lettered")
         }
         Settle::Delivered => tracing::info!(attempt = attempt_no, "enrichment delivered"),
+        Settle::Folded { .. } => {}
     }
     metrics.delivery(destination.name(), settled.outcome.as_str());
     match settled.outcome {

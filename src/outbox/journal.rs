@@ -385,6 +385,12 @@ impl<'a> FieldReader<'a> {
         Ok(head)
     }
 
+    /// Whether fields remain: a field added to the end of a record is absent from records
+    /// an older version wrote.
+    pub(super) fn more(&self) -> bool {
+        !self.bytes.is_empty()
+    }
+
     pub(super) fn u64(&mut self, what: &str) -> Result<u64, JournalError> {
         let raw = self.take(8, what)?;
         Ok(u64::from_le_bytes(raw.try_into().unwrap_or([0; 8])))

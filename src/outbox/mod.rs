@@ -60,6 +60,8 @@ pub struct NewDelivery {
     pub destination: String,
     pub target: ReplyTarget,
     pub body: String,
+    /// The ticket and its runbook in one line, for a comment this one may be folded into.
+    pub summary: String,
 }
 
 /// Everything one accepted webhook leaves behind, written in one transaction.
@@ -93,6 +95,8 @@ pub struct Enriched {
     pub decided: AuditEvent,
     /// The rendered comment, when a delivery was asked for.
     pub body: Option<String>,
+    /// Its one-line summary (`NewDelivery::summary`); empty without a delivery.
+    pub summary: String,
 }
 
 /// Why a ticket could not be matched or rendered, with its cause.
@@ -185,6 +189,7 @@ pub enum ItemState {
     Pending,
     Delivered,
     Dead,
+    Folded,
 }
 
 impl ItemState {
@@ -193,6 +198,7 @@ impl ItemState {
             ItemState::Pending => "pending",
             ItemState::Delivered => "delivered",
             ItemState::Dead => "dead",
+            ItemState::Folded => "folded",
         }
     }
 }
@@ -217,6 +223,36 @@ pub enum Settle {
     Dead {
         error: String,
     },
+    /// Not posted: its reply target had its comments, the last one already sent.
+    Folded {
+        reason: String,
+    },
+}
+
+/// What a reply target has had, for the cap on comments per target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetLoad {
+    /// Comments posted to it in the window, or possibly posted (in flight, or unknown),
+    /// not counting the item asked about.
+    pub comments: u32,
+    /// Whether alerts were folded into the item asked about (it is the target's last).
+    pub holds_folds: bool,
+}
+
+/// What a reply target's last comment lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fold {
+    /// Every alert folded into it, oldest first.
+    pub lines: Vec<FoldedLine>,
+    /// How many of them this call folded (they leave the pending count).
+    pub newly_folded: usize,
+}
+
+/// An alert folded into another's comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldedLine {
+    pub ticket: String,
+    pub summary: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -224,6 +260,8 @@ pub struct OutboxCounts {
     pub pending: u64,
     pub delivered: u64,
     pub dead: u64,
+    /// Listed in another comment of their reply target, or over its cap.
+    pub folded: u64,
 }
 
 impl OutboxCounts {
@@ -234,6 +272,7 @@ impl OutboxCounts {
             "pending" => self.pending = n,
             "delivered" => self.delivered = n,
             "dead" => self.dead = n,
+            "folded" => self.folded = n,
             _ => {}
         }
     }
@@ -328,6 +367,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// leaves the item uncertain; `false` when this claim no longer holds the lease (then
     /// nothing may be sent).
     async fn sending(&self, item: &OutboxItem) -> Result<bool, StoreError>;
+
+    /// How many comments `item`'s reply target has had since `since_ms` (see `TargetLoad`).
+    async fn target_load(&self, item: &OutboxItem, since_ms: i64)
+    -> Result<TargetLoad, StoreError>;
+
+    /// `sending` for the last comment its reply target may get: first every other pending
+    /// item of the target that no other worker holds is folded into it (settled `folded`,
+    /// each with an audit event). Returns everything folded into it, oldest first, the same
+    /// on every attempt once sent; `None` when this claim lost its lease.
+    async fn fold_into(&self, holder: &OutboxItem, now_ms: i64)
+    -> Result<Option<Fold>, StoreError>;
 
     /// Gives back a claimed item that was not sent (its lease would run out before the send
     /// could finish): due again at once, and not uncertain, since nothing was sent.

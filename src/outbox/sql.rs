@@ -3,6 +3,7 @@
 //! Casts are spelled `CAST(x AS T)` and booleans `TRUE`/`FALSE`, which both read alike.
 
 use super::{OutboxItem, OutboxRow, StoreError};
+use crate::audit::AuditEvent;
 use crate::ticket::TicketId;
 
 /// One statement's text, in SQLite's spelling.
@@ -73,6 +74,47 @@ pub(crate) const SENDING: Statement = Statement(
     "UPDATE outbox SET claims = attempts + 1
      WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
 );
+
+/// Comments the reply target of item ?3 got since ?4, or may have got (a send in flight, or
+/// one whose outcome is unknown), other than ?3's own; then whether alerts are folded
+/// into ?3 already. ?1 and ?2 are the destination and the target as stored.
+pub(crate) const TARGET_LOAD: Statement = Statement(
+    "SELECT (SELECT COUNT(*) FROM outbox
+             WHERE destination = ?1 AND target = ?2 AND id <> ?3
+               AND ((state = 'delivered' AND updated_at >= ?4)
+                    OR (state = 'pending' AND (claims > attempts OR uncertain)))),
+            EXISTS (SELECT 1 FROM outbox WHERE folded_into = ?3)",
+);
+
+/// Folds into ?3 every other pending item of its reply target that no other worker holds
+/// (free, or under this claim's lease ?5).
+pub(crate) const FOLD: Statement = Statement(
+    "UPDATE outbox SET state = 'folded', folded_into = ?3, lease_until = 0, updated_at = ?4,
+                       last_error = NULL
+     WHERE destination = ?1 AND target = ?2 AND state = 'pending' AND id <> ?3
+       AND (lease_until <= ?4 OR lease_until = ?5)
+     RETURNING ticket_id, delivery_key",
+);
+
+/// The one-line summaries of the alerts folded into ?1, oldest first.
+pub(crate) const FOLDED_SUMMARIES: Statement =
+    Statement("SELECT summary, ticket_id FROM outbox WHERE folded_into = ?1 ORDER BY id");
+
+/// Not posted: its reply target had its comments and the last one is already out.
+pub(crate) const SETTLE_FOLDED: Statement = Statement(
+    "UPDATE outbox SET state = 'folded', lease_until = 0, last_error = ?2, updated_at = ?3
+     WHERE id = ?1 AND lease_until = ?4",
+);
+
+/// The audit event of an alert folded into `into`'s comment.
+pub(crate) fn folded_into(delivery_key: String, destination: &str, into: &str) -> AuditEvent {
+    AuditEvent::Folded {
+        delivery_key,
+        destination: destination.to_string(),
+        into: Some(into.to_string()),
+        reason: "its reply target reached its comment cap; listed in the last comment".into(),
+    }
+}
 
 /// Given back unsent by this owner, but an earlier owner's unsettled claim may have posted:
 /// an item claimed uncertain stays uncertain.

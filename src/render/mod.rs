@@ -81,6 +81,9 @@ pub struct Renderer {
 /// so the address cannot be taken by another decision while the entry exists).
 type ReuseKey = (String, String, usize);
 
+/// Of a ticket's title, this much goes into a folded alert's line.
+const SUMMARY_TITLE_MAX: usize = 120;
+
 /// Bound on reusable comments; past it they are simply forgotten.
 const REUSE_MAX: usize = 1024;
 
@@ -251,6 +254,24 @@ impl Renderer {
         }
         reused.insert(key, (decision.clone(), kept));
         Ok(fresh)
+    }
+
+    /// One line for a comment that lists alerts folded into it (the reply target had its
+    /// comments): the ticket's title and its best confident runbook, in the template's
+    /// format, escaped like the comment itself.
+    pub fn summary(&self, template: &str, ticket: &Ticket, decision: &Decision) -> String {
+        let format = format_of(template);
+        let title: String = ticket.title.chars().take(SUMMARY_TITLE_MAX).collect();
+        let title = escape_ticket_text(&title, format);
+        match (decision.confident().next(), format) {
+            (Some(best), escape::Format::Markdown) => {
+                format!("{title} → [{}]({})", best.runbook.title, best.runbook.url)
+            }
+            (Some(best), escape::Format::Plain) => {
+                format!("{title} → {} {}", best.runbook.title, best.runbook.url)
+            }
+            (None, _) => format!("{title}: no confident runbook"),
+        }
     }
 
     pub fn render(

@@ -11,7 +11,7 @@ use runlink::audit::AuditEvent;
 use runlink::config::StoreUrl;
 use runlink::outbox::{
     AcceptOutcome, Accepted, AuditQuery, ItemState, Matching, NewDelivery, Requeue, Settle, Store,
-    now_ms,
+    TargetLoad, now_ms,
 };
 use runlink::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
@@ -79,6 +79,7 @@ fn accepted(ticket: &str, delivery: &str, key: &str) -> Accepted {
                 number: 1,
             },
             body: "hello".into(),
+            summary: format!("{ticket} → [Disk](https://r/disk)"),
         }),
         max_per_ticket: 2,
         matching: Matching::Done,
@@ -446,7 +447,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     .await;
     for store in opened {
         let store = store.expect("every replica starts");
-        assert_eq!(store.migrate().await.unwrap(), 5);
+        assert_eq!(store.migrate().await.unwrap(), 6);
     }
 }
 
@@ -543,5 +544,142 @@ async fn a_destinations_pause_is_shared_and_only_ever_extended() {
         assert_eq!(s.paused_until("github").await.unwrap(), 9_000);
         assert_eq!(s.paused_until("jira").await.unwrap(), 0);
         assert_eq!(s.shared(), b.name == "postgres");
+    }
+}
+
+/// A reply target's last comment takes in the target's other pending alerts, once: a retry
+/// of it lists the same ones; an alert over the cap is recorded as folded.
+#[tokio::test]
+async fn a_reply_targets_last_comment_takes_in_its_other_alerts() {
+    for b in backends().await {
+        let s = &b.store;
+        // Every `accepted` ticket replies on acme/ops#1.
+        for n in 1..=4 {
+            s.accept(accepted(
+                &format!("github:acme/ops#{n}"),
+                &format!("d{n}"),
+                &format!("k{n}"),
+            ))
+            .await
+            .unwrap();
+        }
+        assert_eq!(s.counts().await.unwrap().pending, 4, "{}", b.name);
+        let now = now_ms() + 10;
+        let since = now - 3_600_000;
+        let items = s.claim_due("github", now, 2, LEASE).await.unwrap();
+        assert_eq!(items.len(), 2, "{}", b.name);
+        assert_eq!(
+            s.target_load(&items[0], since).await.unwrap(),
+            TargetLoad::default(),
+            "{}: nothing posted yet",
+            b.name
+        );
+        assert!(s.sending(&items[0]).await.unwrap());
+        assert_eq!(
+            s.target_load(&items[1], since).await.unwrap().comments,
+            1,
+            "{}: a send in flight counts",
+            b.name
+        );
+        s.settle(&items[0], Settle::Delivered, event())
+            .await
+            .unwrap();
+        assert_eq!(
+            s.target_load(&items[1], since).await.unwrap().comments,
+            1,
+            "{}: a posted comment counts",
+            b.name
+        );
+        assert_eq!(
+            s.target_load(&items[1], now + 10).await.unwrap().comments,
+            0,
+            "{}: only within the window",
+            b.name
+        );
+
+        let fold = s
+            .fold_into(&items[1], now)
+            .await
+            .unwrap()
+            .expect("lease held");
+        assert_eq!(fold.newly_folded, 2, "{}", b.name);
+        let tickets: Vec<_> = fold.lines.iter().map(|l| l.ticket.as_str()).collect();
+        assert_eq!(
+            tickets,
+            ["github:acme/ops#3", "github:acme/ops#4"],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            fold.lines[0].summary,
+            "github:acme/ops#3 → [Disk](https://r/disk)"
+        );
+        assert!(s.target_load(&items[1], since).await.unwrap().holds_folds);
+        let again = s.fold_into(&items[1], now).await.unwrap().unwrap();
+        assert_eq!(
+            (again.newly_folded, again.lines),
+            (0, fold.lines.clone()),
+            "{}: a retry lists the same alerts",
+            b.name
+        );
+        let counts = s.counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.delivered, counts.folded),
+            (1, 1, 2),
+            "{}",
+            b.name
+        );
+        let trail = s
+            .audit_log(AuditQuery {
+                ticket: Some("github:acme/ops#3".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            trail.iter().any(|r| matches!(
+                &r.event,
+                AuditEvent::Folded { into: Some(into), .. } if into == "k2"
+            )),
+            "{}: {trail:?}",
+            b.name
+        );
+        // A claim that lost its lease folds nothing.
+        let stale = runlink::outbox::OutboxItem {
+            lease_until_ms: 1,
+            ..items[1].clone()
+        };
+        assert!(s.fold_into(&stale, now).await.unwrap().is_none());
+
+        // Later, with the last comment out: over the cap, recorded only.
+        s.settle(&items[1], Settle::Delivered, event())
+            .await
+            .unwrap();
+        assert_eq!(
+            s.accept(accepted("github:acme/ops#5", "d5", "k5"))
+                .await
+                .unwrap(),
+            AcceptOutcome::Stored
+        );
+        assert_eq!(s.counts().await.unwrap().pending, 1, "{}", b.name);
+        let late = s
+            .claim_due("github", now_ms() + 10, 5, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(late.len(), 1, "{}", b.name);
+        assert_eq!(s.target_load(&late[0], since).await.unwrap().comments, 2);
+        s.settle(
+            &late[0],
+            Settle::Folded {
+                reason: "over the cap".into(),
+            },
+            event(),
+        )
+        .await
+        .unwrap();
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.pending, counts.folded), (0, 3), "{}", b.name);
+        let folded = s.list(Some(ItemState::Folded), 10).await.unwrap();
+        assert_eq!(folded.len(), 3, "{}", b.name);
     }
 }

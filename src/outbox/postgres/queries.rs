@@ -4,6 +4,7 @@
 use super::*;
 use crate::outbox::decision::{self, AcceptKeys};
 use crate::outbox::sql::{self, Columns};
+use crate::outbox::{Fold, FoldedLine, TargetLoad};
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -43,6 +44,7 @@ impl Store for PostgresStore {
         let target = delivery
             .map(|d| serde_json::to_string(&d.target))
             .transpose()?;
+        let summary = delivery.map(|d| d.summary.as_str());
         // The rule runs in `runlink_accept`; its audit texts are made here, the same ones
         // the SQLite store writes.
         let (already, cap, enqueued) = match keys.delivery {
@@ -63,7 +65,7 @@ impl Store for PostgresStore {
         let outcome: String = one(
             &client,
             "SELECT runlink_accept($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                                   $14, $15, $16, $17)",
+                                   $14, $15, $16, $17, $18)",
             &[
                 &ticket.source.as_str(),
                 &ticket.delivery.as_str(),
@@ -82,6 +84,7 @@ impl Store for PostgresStore {
                 &already,
                 &cap,
                 &enqueued,
+                &summary,
             ],
         )
         .await?
@@ -234,6 +237,14 @@ impl Store for PostgresStore {
                 )
                 .await?
             }
+            Settle::Folded { reason } => {
+                exec(
+                    &tx,
+                    &sql::SETTLE_FOLDED.postgres(),
+                    &[&item.id, reason, &now, &item.lease_until_ms],
+                )
+                .await?
+            }
         };
         insert_audit(&tx, now, Some(item.ticket.as_str()), &event).await?;
         tx.commit().await?;
@@ -260,6 +271,73 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let found = rows(&client, &sql::PAUSED_UNTIL.postgres(), &[&destination]).await?;
         Ok(found.first().map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    async fn target_load(
+        &self,
+        item: &OutboxItem,
+        since_ms: i64,
+    ) -> Result<TargetLoad, StoreError> {
+        let target = serde_json::to_string(&item.target)?;
+        let client = self.client().await?;
+        let row = one(
+            &client,
+            &sql::TARGET_LOAD.postgres(),
+            &[&item.destination, &target, &item.id, &since_ms],
+        )
+        .await?;
+        Ok(TargetLoad {
+            comments: row.int(0)?.clamp(0, i64::from(u32::MAX)) as u32,
+            holds_folds: row.flag(1)?,
+        })
+    }
+
+    async fn fold_into(&self, holder: &OutboxItem, now: i64) -> Result<Option<Fold>, StoreError> {
+        let target = serde_json::to_string(&holder.target)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sending = exec(
+            &tx,
+            &sql::SENDING.postgres(),
+            &[&holder.id, &holder.lease_until_ms],
+        )
+        .await?;
+        if sending != 1 {
+            return Ok(None);
+        }
+        let folded = rows(
+            &tx,
+            &sql::FOLD.postgres(),
+            &[
+                &holder.destination,
+                &target,
+                &holder.id,
+                &now,
+                &holder.lease_until_ms,
+            ],
+        )
+        .await?;
+        let newly_folded = folded.len();
+        for row in folded {
+            let (ticket, key) = (row.text(0)?, row.text(1)?);
+            let event = sql::folded_into(key, &holder.destination, &holder.delivery_key);
+            insert_audit(&tx, now, Some(&ticket), &event).await?;
+        }
+        let lines = rows(&tx, &sql::FOLDED_SUMMARIES.postgres(), &[&holder.id])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(FoldedLine {
+                    summary: r.text(0)?,
+                    ticket: r.text(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.commit().await?;
+        Ok(Some(Fold {
+            lines,
+            newly_folded,
+        }))
     }
 
     async fn sending(&self, item: &OutboxItem) -> Result<bool, StoreError> {

@@ -109,6 +109,36 @@ ALTER TABLE outbox DROP CONSTRAINT outbox_state_check;
 ALTER TABLE outbox ADD CONSTRAINT outbox_state_check
     CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead');
 "#,
+    // Comments per reply target are capped: the last one allowed lists the alerts folded
+    // into it (`folded_into`, their one-line `summary`), which are settled 'folded'. The
+    // accept takes the summary; the function without it stays for replicas not yet upgraded.
+    r#"
+ALTER TABLE outbox ADD COLUMN summary TEXT NOT NULL DEFAULT '';
+ALTER TABLE outbox ADD COLUMN folded_into BIGINT;
+ALTER TABLE outbox DROP CONSTRAINT outbox_state_check;
+ALTER TABLE outbox ADD CONSTRAINT outbox_state_check
+    CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead' OR state = 'folded');
+CREATE INDEX outbox_target ON outbox (destination, target, updated_at);
+CREATE INDEX outbox_folded ON outbox (folded_into) WHERE folded_into IS NOT NULL;
+CREATE FUNCTION runlink_accept(
+    p_source TEXT, p_delivery TEXT, p_ticket_id TEXT, p_signature TEXT, p_now BIGINT,
+    p_ticket TEXT, p_kinds TEXT[], p_details TEXT[], p_duplicate TEXT,
+    p_key TEXT, p_destination TEXT, p_target TEXT, p_body TEXT, p_max BIGINT,
+    p_already TEXT, p_cap TEXT, p_enqueued TEXT, p_summary TEXT
+) RETURNS TEXT LANGUAGE plpgsql AS $$
+DECLARE
+    outcome TEXT;
+BEGIN
+    outcome := runlink_accept(p_source, p_delivery, p_ticket_id, p_signature, p_now, p_ticket,
+                              p_kinds, p_details, p_duplicate, p_key, p_destination, p_target,
+                              p_body, p_max, p_already, p_cap, p_enqueued);
+    IF outcome = 'stored' AND p_key IS NOT NULL THEN
+        UPDATE outbox SET summary = p_summary WHERE delivery_key = p_key;
+    END IF;
+    RETURN outcome;
+END
+$$;
+"#,
 ];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).

@@ -139,13 +139,14 @@ pub(super) fn complete(enrich: &dyn Enrich, batch: &mut [Logged]) {
             .and_then(|enriched| {
                 let decided = serde_json::to_string(&enriched.decided)
                     .map_err(|e| EnrichError(Box::new(e)))?;
-                Ok((decided, enriched.body))
+                Ok((decided, enriched.body, enriched.summary))
             });
         match result {
-            Ok((decided, body)) => {
+            Ok((decided, body, summary)) => {
                 p.events.insert(1.min(p.events.len()), decided);
                 if let (Some(d), Some(body)) = (p.delivery.as_mut(), body) {
                     d.body = body;
+                    d.summary = summary;
                 }
             }
             Err(error) => {
@@ -333,8 +334,8 @@ pub(super) fn write_accept(
     if let (AcceptOutcome::Stored, Some(d)) = (outcome, &p.delivery) {
         tx.prepare_cached(
             "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
-                                 next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)
+                                 next_attempt_at, created_at, updated_at, summary)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6, ?7)
              ON CONFLICT (delivery_key) DO NOTHING",
         )?
         .execute(params![
@@ -343,7 +344,8 @@ pub(super) fn write_accept(
             d.destination,
             d.target_json,
             d.body,
-            p.at_ms
+            p.at_ms,
+            d.summary
         ])?;
     }
     // The events of one accept go in one audit row: fewer rows and index entries per

@@ -57,6 +57,7 @@ pub(super) struct PreparedDelivery {
     pub(super) destination: String,
     pub(super) target_json: String,
     pub(super) body: String,
+    pub(super) summary: String,
 }
 
 impl Prepared {
@@ -73,6 +74,7 @@ impl Prepared {
                 key: d.delivery_key,
                 destination: d.destination,
                 body: d.body,
+                summary: d.summary,
             }),
             None => None,
         };
@@ -164,6 +166,10 @@ impl Entry {
                         .flag(d.event.is_some())
                         .str(d.event.as_deref().unwrap_or_default());
                 }
+                // Last, so records written before it existed still read.
+                if let Some(d) = &p.delivery {
+                    f.str(&d.summary);
+                }
             }
             Entry::Audit(a) => {
                 f.u64(AUDIT_TAG)
@@ -197,6 +203,7 @@ impl Entry {
                         destination: r.str("destination")?,
                         target_json: r.str("target")?,
                         body: r.str("body")?,
+                        summary: String::new(),
                     })
                 } else {
                     None
@@ -217,6 +224,12 @@ impl Entry {
                 } else {
                     None
                 };
+                let mut delivery = delivery;
+                if let Some(d) = delivery.as_mut()
+                    && r.more()
+                {
+                    d.summary = r.str("summary")?;
+                }
                 Ok(Entry::Accept(Prepared {
                     at_ms,
                     source,

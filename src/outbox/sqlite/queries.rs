@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::outbox::sql;
+use crate::outbox::{Fold, FoldedLine, TargetLoad};
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -80,6 +81,9 @@ impl Store for SqliteStore {
                 Settle::Dead { error } => {
                     tx.execute(sql::SETTLE_DEAD.sqlite(), params![id, error, now, lease])?
                 }
+                Settle::Folded { reason } => {
+                    tx.execute(sql::SETTLE_FOLDED.sqlite(), params![id, reason, now, lease])?
+                }
             };
             insert_audit(&tx, now, Some(&ticket), &event)?;
             tx.commit()?;
@@ -108,6 +112,75 @@ impl Store for SqliteStore {
                 .query_row(sql::PAUSED_UNTIL.sqlite(), [destination], |r| r.get(0))
                 .optional()?
                 .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn target_load(
+        &self,
+        item: &OutboxItem,
+        since_ms: i64,
+    ) -> Result<TargetLoad, StoreError> {
+        let target = serde_json::to_string(&item.target)?;
+        let (id, destination) = (item.id, item.destination.clone());
+        self.with_conn(move |conn| {
+            Ok(conn.prepare_cached(sql::TARGET_LOAD.sqlite())?.query_row(
+                params![destination, target, id, since_ms],
+                |r| {
+                    Ok(TargetLoad {
+                        comments: r.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32,
+                        holds_folds: r.get(1)?,
+                    })
+                },
+            )?)
+        })
+        .await
+    }
+
+    async fn fold_into(&self, holder: &OutboxItem, now: i64) -> Result<Option<Fold>, StoreError> {
+        let target = serde_json::to_string(&holder.target)?;
+        let holder = holder.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let sending = tx.execute(
+                sql::SENDING.sqlite(),
+                params![holder.id, holder.lease_until_ms],
+            )?;
+            if sending != 1 {
+                return Ok(None);
+            }
+            let folded: Vec<(String, String)> = tx
+                .prepare_cached(sql::FOLD.sqlite())?
+                .query_map(
+                    params![
+                        holder.destination,
+                        target,
+                        holder.id,
+                        now,
+                        holder.lease_until_ms
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?;
+            let newly_folded = folded.len();
+            for (ticket, key) in folded {
+                let event = sql::folded_into(key, &holder.destination, &holder.delivery_key);
+                insert_audit(&tx, now, Some(&ticket), &event)?;
+            }
+            let lines = tx
+                .prepare_cached(sql::FOLDED_SUMMARIES.sqlite())?
+                .query_map(params![holder.id], |r| {
+                    Ok(FoldedLine {
+                        summary: r.get(0)?,
+                        ticket: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(Some(Fold {
+                lines,
+                newly_folded,
+            }))
         })
         .await
     }

@@ -98,6 +98,42 @@ ALTER TABLE outbox_new RENAME TO outbox;
 CREATE INDEX outbox_ticket ON outbox (ticket_id);
 CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
 "#,
+    // Comments per reply target are capped: the last one allowed lists the alerts folded
+    // into it (`folded_into`, their one-line `summary`), which are settled 'folded'.
+    r#"
+CREATE TABLE outbox_new (
+    id INTEGER PRIMARY KEY,
+    delivery_key TEXT NOT NULL UNIQUE,
+    ticket_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    target TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead'
+                               OR state = 'folded'),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    claims INTEGER NOT NULL DEFAULT 0,
+    uncertain INTEGER NOT NULL DEFAULT 0,
+    summary TEXT NOT NULL DEFAULT '',
+    folded_into INTEGER
+);
+INSERT INTO outbox_new (id, delivery_key, ticket_id, destination, target, body, state,
+                        attempts, next_attempt_at, lease_until, last_error, created_at,
+                        updated_at, claims, uncertain)
+SELECT id, delivery_key, ticket_id, destination, target, body, state, attempts,
+       next_attempt_at, lease_until, last_error, created_at, updated_at, claims, uncertain
+FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_new RENAME TO outbox;
+CREATE INDEX outbox_ticket ON outbox (ticket_id);
+CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
+CREATE INDEX outbox_target ON outbox (destination, target, updated_at);
+CREATE INDEX outbox_folded ON outbox (folded_into) WHERE folded_into IS NOT NULL;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@ fn prepared(decided: Option<Decided>) -> Prepared {
             destination: "github".into(),
             target_json: r#"{"github_issue":"acme/ops#1"}"#.into(),
             body: "Runbook: ünïcode ✓".into(),
+            summary: "Error rate above 5% → Runbook".into(),
         }),
         max_per_ticket: 3,
         decided,
@@ -99,6 +100,7 @@ fn a_failed_write_takes_its_records_and_later_ones_out_of_the_overlay() {
             destination: "github".into(),
             target_json: "{}".into(),
             body: "b".into(),
+            summary: String::new(),
         }),
         ..prepared(None)
     };
@@ -303,6 +305,7 @@ impl Enrich for StubMatcher {
                     ticket.title, c.destination, c.delivery_key
                 )
             }),
+            summary: format!("{} → runbook", ticket.title),
         })
     }
 }
@@ -358,6 +361,7 @@ fn unmatched(n: u32) -> Accepted {
             destination: "github".into(),
             target: ticket.reply.clone().unwrap(),
             body: String::new(),
+            summary: String::new(),
         }),
         signature_key: format!("sig{n}"),
         ticket,
