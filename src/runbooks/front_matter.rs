@@ -21,6 +21,9 @@ pub(super) struct FrontMatter {
     pub url: Option<String>,
     #[serde(default)]
     pub first_steps: Vec<String>,
+    /// Whether the file is a page of runbooks, one per section: `true`, `false`, or the
+    /// heading level of the sections (`3` for `###`). Unset: decided from the page.
+    pub sections: Option<Sections>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
 }
@@ -34,7 +37,15 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "tags",
     "url",
     "first_steps",
+    "sections",
 ];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Sections {
+    Split(bool),
+    Level(u8),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrontMatterError {

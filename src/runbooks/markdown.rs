@@ -16,6 +16,11 @@ pub enum Step {
 #[derive(Debug, Default, Clone)]
 pub(super) struct Section {
     pub heading: String,
+    /// 2 for `##` and so on; 0 for the text before the first sub-heading (and 1 for an H1
+    /// after the first).
+    pub level: u8,
+    /// The heading's anchor as GitHub makes it (`slug`), unique within the document.
+    pub anchor: String,
     pub blocks: Vec<Step>,
     pub text: String,
 }
@@ -30,16 +35,34 @@ pub(super) struct Document {
 
 impl Document {
     pub(super) fn section(&self, names: &[&str]) -> Option<&Section> {
-        self.sections.iter().find(|s| {
-            let heading = s.heading.to_lowercase();
-            names.iter().any(|n| heading.starts_with(n))
-        })
+        find(&self.sections, names)
     }
+}
+
+/// The first of `sections` whose heading starts with one of `names` (lowercase).
+pub(super) fn find<'a>(sections: &'a [Section], names: &[&str]) -> Option<&'a Section> {
+    sections.iter().find(|s| {
+        let heading = s.heading.to_lowercase();
+        names.iter().any(|n| heading.starts_with(n))
+    })
+}
+
+/// GitHub's anchor for a heading's text: lowercased, every character that is not a letter,
+/// a digit, `-`, `_` or a space dropped, spaces made `-`.
+pub(super) fn slug(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
 }
 
 #[derive(Default)]
 struct Walker {
     doc: Document,
+    /// How often each slug was given out: a repeated heading gets `-1`, `-2`, ...
+    slugs: std::collections::HashMap<String, usize>,
     heading: Option<(HeadingLevel, String)>,
     block: Option<String>,
     code: Option<(String, String)>,
@@ -49,6 +72,21 @@ struct Walker {
 }
 
 impl Walker {
+    fn anchor(&mut self, heading: &str) -> String {
+        let base = slug(heading);
+        let mut candidate = base.clone();
+        loop {
+            let seen = self.slugs.entry(candidate.clone()).or_insert(0);
+            if *seen == 0 {
+                *seen = 1;
+                return candidate;
+            }
+            let n = self.slugs.get(&base).copied().unwrap_or(1);
+            self.slugs.insert(base.clone(), n + 1);
+            candidate = format!("{base}-{n}");
+        }
+    }
+
     fn current(&mut self) -> &mut Section {
         if self.doc.sections.is_empty() {
             self.doc.sections.push(Section::default());
@@ -98,11 +136,14 @@ pub(super) fn parse(markdown: &str) -> Document {
             Event::End(TagEnd::Heading(_)) => {
                 if let Some((level, text)) = w.heading.take() {
                     let text = text.trim().to_string();
+                    let anchor = w.anchor(&text);
                     if level == HeadingLevel::H1 && w.doc.h1.is_none() {
                         w.doc.h1 = Some(text.clone());
                     } else {
                         w.doc.sections.push(Section {
                             heading: text.clone(),
+                            level: level as u8,
+                            anchor,
                             ..Section::default()
                         });
                     }
@@ -206,5 +247,27 @@ mod tests {
         let meaning = doc.section(&["meaning"]).unwrap();
         assert_eq!(meaning.blocks.len(), 1);
         assert!(meaning.text.contains("Background only"));
+    }
+
+    #[test]
+    fn anchors_follow_githubs_slug_rule_and_repeats_are_numbered() {
+        let doc = parse(
+            "# Page\n\n## Loki Request Errors\n\n### Impact\n\n## `Mimir` (v2): Errors!\n\n### Impact\n\n### Impact\n",
+        );
+        let anchors: Vec<_> = doc
+            .sections
+            .iter()
+            .map(|s| (s.level, s.anchor.as_str()))
+            .collect();
+        assert_eq!(
+            anchors,
+            vec![
+                (2, "loki-request-errors"),
+                (3, "impact"),
+                (2, "mimir-v2-errors"),
+                (3, "impact-1"),
+                (3, "impact-2"),
+            ]
+        );
     }
 }

@@ -6,6 +6,7 @@
 mod front_matter;
 pub mod lint;
 mod markdown;
+mod sections;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,7 @@ fn is_runbook_file(path: &Path) -> bool {
     let skipped = [
         "README",
         "LICENSE",
+        "LICENSING",
         "SOURCE",
         "CHANGELOG",
         "CONTRIBUTING",
@@ -175,11 +177,13 @@ impl Corpus {
             let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
             match std::fs::read_to_string(&path)
                 .map_err(RunbookError::from)
-                .and_then(|source| Runbook::parse(&relative, &source, base_url))
+                .and_then(|source| Runbook::parse_file(&relative, &source, base_url))
             {
-                Ok(mut runbook) => {
-                    runbook.path = path;
-                    corpus.runbooks.push(runbook);
+                Ok(runbooks) => {
+                    for mut runbook in runbooks {
+                        runbook.path = path.clone();
+                        corpus.runbooks.push(runbook);
+                    }
                 }
                 Err(error) => corpus.errors.push(LoadError { path, error }),
             }
@@ -206,11 +210,137 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sections whose blocks are a runbook's first diagnostic steps.
+const STEP_SECTIONS: &[&str] = &[
+    "first steps",
+    "triage",
+    "diagnosis",
+    "diagnose",
+    "investigation",
+    "how to investigate",
+    "troubleshooting",
+    "quick checks",
+    "steps",
+];
+
+/// Sections that say what an alert means.
+const MEANING_SECTIONS: &[&str] = &["meaning", "description", "overview", "summary", "symptoms"];
+
+/// Where a runbook file is read: its front matter's `url`, else the corpus base URL plus
+/// its path without the extension.
+fn page_url(front_url: Option<&str>, id: &RunbookId, base_url: &Url) -> Result<Url, RunbookError> {
+    match front_url {
+        Some(url) => Url::parse(url).map_err(|source| RunbookError::Url {
+            url: url.to_string(),
+            source,
+        }),
+        None => {
+            let path = id.as_str();
+            let without_ext = path
+                .strip_suffix(".md")
+                .or_else(|| path.strip_suffix(".MD"))
+                .unwrap_or(path);
+            base_url
+                .join(without_ext)
+                .map_err(|source| RunbookError::Url {
+                    url: without_ext.to_string(),
+                    source,
+                })
+        }
+    }
+}
+
 impl Runbook {
-    /// Parses one runbook. `relative` is its path under the corpus root.
+    /// The runbooks of one file: the file itself, or one per section for a page of
+    /// runbooks (see `sections`). `relative` is its path under the corpus root.
+    pub fn parse_file(
+        relative: &Path,
+        source: &str,
+        base_url: &Url,
+    ) -> Result<Vec<Runbook>, RunbookError> {
+        let (front, markdown_src, _) = front_matter::split(source)?;
+        let doc = markdown::parse(markdown_src);
+        let Some(level) = sections::level(front.sections, &doc) else {
+            return Ok(vec![Self::from_document(relative, front, &doc, base_url)?]);
+        };
+        let page = RunbookId::from_relative(relative);
+        let url = page_url(front.url.as_deref(), &page, base_url)?;
+        Ok((0..doc.sections.len())
+            .filter(|i| doc.sections[*i].level == level)
+            .map(|i| Self::from_section(relative, &page, &front, &doc, i, &url))
+            .collect())
+    }
+
+    /// One section of a page and its subsections, as a runbook linked at its anchor.
+    fn from_section(
+        relative: &Path,
+        page: &RunbookId,
+        front: &front_matter::FrontMatter,
+        doc: &markdown::Document,
+        index: usize,
+        page_url: &Url,
+    ) -> Runbook {
+        let span = sections::span(doc, index);
+        let head = &span[0];
+        let subsections = &span[1..];
+        let mut url = page_url.clone();
+        url.set_fragment(Some(&head.anchor));
+        let steps_from = markdown::find(subsections, STEP_SECTIONS)
+            .filter(|s| !s.blocks.is_empty())
+            .map(|s| s.blocks.as_slice())
+            .or(Some(head.blocks.as_slice()).filter(|b| !b.is_empty()))
+            .or_else(|| {
+                subsections
+                    .iter()
+                    .map(|s| s.blocks.as_slice())
+                    .find(|b| !b.is_empty())
+            })
+            .unwrap_or_default();
+        let meaning = if head.text.trim().is_empty() {
+            markdown::find(subsections, MEANING_SECTIONS)
+                .map(|s| s.text.clone())
+                .unwrap_or_default()
+        } else {
+            head.text.clone()
+        };
+        let mut body = String::new();
+        for s in span {
+            body.push_str(&s.heading);
+            body.push('\n');
+            body.push_str(&s.text);
+            body.push('\n');
+        }
+        Runbook {
+            id: RunbookId(format!("{page}#{}", head.anchor)),
+            path: relative.to_path_buf(),
+            title: head.heading.clone(),
+            alarms: sections::alarm_of(&head.heading).into_iter().collect(),
+            match_rules: Vec::new(),
+            services: front.services.clone(),
+            tags: front.tags.clone(),
+            url,
+            first_steps: first_steps(steps_from),
+            meaning,
+            headings: subsections.iter().map(|s| s.heading.clone()).collect(),
+            body,
+            extra_keys: front.other.keys().cloned().collect(),
+        }
+    }
+
+    /// Parses a file as one runbook, whatever its sections. `relative` is its path under
+    /// the corpus root.
     pub fn parse(relative: &Path, source: &str, base_url: &Url) -> Result<Runbook, RunbookError> {
         let (front, markdown_src, _) = front_matter::split(source)?;
         let doc = markdown::parse(markdown_src);
+        Self::from_document(relative, front, &doc, base_url)
+    }
+
+    fn from_document(
+        relative: &Path,
+        front: front_matter::FrontMatter,
+        doc: &markdown::Document,
+        base_url: &Url,
+    ) -> Result<Runbook, RunbookError> {
         let id = RunbookId::from_relative(relative);
         let stem = relative
             .file_stem()
@@ -254,36 +384,12 @@ impl Runbook {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let url = match &front.url {
-            Some(url) => Url::parse(url).map_err(|source| RunbookError::Url {
-                url: url.clone(),
-                source,
-            })?,
-            None => {
-                let path = id.as_str();
-                let without_ext = path
-                    .strip_suffix(".md")
-                    .or_else(|| path.strip_suffix(".MD"))
-                    .unwrap_or(path);
-                base_url
-                    .join(without_ext)
-                    .map_err(|source| RunbookError::Url {
-                        url: without_ext.to_string(),
-                        source,
-                    })?
-            }
-        };
+        let url = page_url(front.url.as_deref(), &id, base_url)?;
 
         let first_steps = if front.first_steps.is_empty() {
-            doc.section(&[
-                "first steps",
-                "triage",
-                "diagnosis",
-                "diagnose",
-                "investigation",
-            ])
-            .map(|s| first_steps(&s.blocks))
-            .unwrap_or_default()
+            doc.section(STEP_SECTIONS)
+                .map(|s| first_steps(&s.blocks))
+                .unwrap_or_default()
         } else {
             front
                 .first_steps
@@ -293,7 +399,7 @@ impl Runbook {
         };
 
         let meaning = doc
-            .section(&["meaning", "description", "overview", "summary", "symptoms"])
+            .section(MEANING_SECTIONS)
             .map(|s| s.text.clone())
             .unwrap_or_default();
 
@@ -315,7 +421,7 @@ impl Runbook {
             first_steps,
             meaning,
             headings: doc.sections.iter().map(|s| s.heading.clone()).collect(),
-            body: doc.text,
+            body: doc.text.clone(),
             extra_keys: front.other.keys().cloned().collect(),
         })
     }
