@@ -288,6 +288,40 @@ impl Ticket {
     }
 }
 
+/// An alert's text from its annotations: the title is `summary`, else `message` (how
+/// Mimir, Tempo and many mixins write it), else `None`; the body is `description` followed
+/// by every other annotation written as prose (a space in it, not a link), so text kept
+/// under any name is matched on. `skip` names annotations that are not text (a reply target).
+pub fn annotation_text(
+    annotations: &BTreeMap<String, String>,
+    skip: &[&str],
+) -> (Option<String>, String) {
+    let pick = |key: &str| {
+        annotations
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let title_key = ["summary", "message"]
+        .into_iter()
+        .find(|key| pick(key).is_some());
+    let title = title_key.and_then(pick).map(str::to_string);
+    let mut body: Vec<&str> = pick("description").into_iter().collect();
+    for (key, value) in annotations {
+        let value = value.trim();
+        let prose = value.contains(' ') && !value.starts_with("http");
+        if prose
+            && Some(key.as_str()) != title_key
+            && !matches!(key.as_str(), "summary" | "description")
+            && !skip.contains(&key.as_str())
+            && !body.contains(&value)
+        {
+            body.push(value);
+        }
+    }
+    (title, body.join("\n"))
+}
+
 fn scrub(text: &str, multiline: bool) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_string();

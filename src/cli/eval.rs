@@ -39,7 +39,8 @@ pub struct EvalArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Append the text-ranking features of each case's winner as CSV (set, outcome, score,
-    /// runner-up score, name coverage, coverage, title coverage, BM25): the data the
+    /// runner-up score, name coverage, coverage, title coverage, BM25, the runner-up's name
+    /// coverage and coverage): the data the
     /// confidence weights are fitted on.
     #[arg(long)]
     dump_features: Option<PathBuf>,
@@ -173,6 +174,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             let hits = matcher.rank_text(&signature, 3)?;
             let top = hits.first();
             let second = hits.get(1).map(|h| h.score).unwrap_or(0.0);
+            let (second_name, second_coverage) = hits
+                .get(1)
+                .map_or((0.0, 0.0), |h| (h.name_coverage, h.coverage));
             let label = match (&expected, top) {
                 (None, _) => "neg",
                 (Some(e), Some(h)) if matcher.index().runbooks()[h.ord].id.as_str() == e => "ok",
@@ -181,7 +185,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             if let Some(h) = top {
                 writeln!(
                     f,
-                    "{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{}",
                     report.name,
                     label,
                     h.score,
@@ -189,7 +193,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                     h.name_coverage,
                     h.coverage,
                     h.title_coverage,
-                    h.bm25
+                    h.bm25,
+                    second_name,
+                    second_coverage
                 )?;
             }
         }

@@ -96,17 +96,8 @@ impl Alert {
         }
         let delivery = DeliveryId::parse(hex::encode(&hash.finalize()[..16]))
             .map_err(|e| invalid("groupKey", e))?;
-        let title = self
-            .annotations
-            .get("summary")
-            .or(alertname.as_ref())
-            .cloned()
-            .unwrap_or_default();
-        let body = self
-            .annotations
-            .get("description")
-            .cloned()
-            .unwrap_or_default();
+        let (title, body) = crate::ticket::annotation_text(&self.annotations, &[REPLY_ANNOTATION]);
+        let title = title.or_else(|| alertname.clone()).unwrap_or_default();
         let reply = self
             .annotations
             .get(REPLY_ANNOTATION)
@@ -241,5 +232,31 @@ mod tests {
                 .starts_with("alertmanager:40a5816a039039f7@")
         );
         assert_eq!(ticket.delivery.as_str().len(), 32);
+    }
+
+    #[test]
+    fn a_message_annotation_is_the_text_when_there_is_no_summary() {
+        let body = include_str!("../../tests/fixtures/alertmanager-firing.json");
+        let mut value: serde_json::Value = serde_json::from_str(body).unwrap();
+        value["alerts"][0]["annotations"] = serde_json::json!({
+            "message": "Mimir cluster prod has 1 unhealthy ingester(s).",
+            "impact": "Writes may be rejected for some tenants",
+            "runbook_url": "https://runbooks.example.com/mimir#x",
+            "github_issue": "acme/ops#3",
+        });
+        let n: Notification = parse_json(value.to_string().as_bytes()).unwrap();
+        let group = n.group_key.clone();
+        let ticket = n
+            .alerts
+            .into_iter()
+            .next()
+            .unwrap()
+            .into_ticket(&group, SourceKind::Alertmanager)
+            .unwrap();
+        assert_eq!(
+            ticket.title,
+            "Mimir cluster prod has 1 unhealthy ingester(s)."
+        );
+        assert_eq!(ticket.body, "Writes may be rejected for some tenants");
     }
 }

@@ -136,8 +136,13 @@ pub fn lint(corpus: &Corpus) -> Vec<Finding> {
 
     let mut claims: HashMap<String, Vec<&Runbook>> = HashMap::new();
     let mut titles: HashMap<String, Vec<&Runbook>> = HashMap::new();
+    let anchors: std::collections::HashSet<&str> =
+        corpus.runbooks.iter().map(|r| r.id.as_str()).collect();
+    let mut files_seen = std::collections::HashSet::new();
     for runbook in &corpus.runbooks {
         let src = source(runbook);
+        // The sections of one page share its front matter and links: checked once.
+        let first_of_file = files_seen.insert(runbook.path.as_path());
         let mut push = |line, key: Option<&str>, severity, message: String| {
             findings.push(Finding {
                 path: runbook.path.clone(),
@@ -147,7 +152,41 @@ pub fn lint(corpus: &Corpus) -> Vec<Finding> {
                 message,
             })
         };
-        for key in &runbook.extra_keys {
+        if let Some(anchor) = runbook.id.anchor() {
+            let heading_line = line_of(src, &runbook.title);
+            if runbook.body.trim() == runbook.title.trim() {
+                push(
+                    heading_line,
+                    None,
+                    Severity::Warning,
+                    format!(
+                        "section `#{anchor}` is empty: it answers its alert with nothing to read"
+                    ),
+                );
+            }
+            let repeated = anchor
+                .rsplit_once('-')
+                .filter(|(_, n)| n.parse::<u32>().is_ok())
+                .map(|(base, _)| {
+                    format!(
+                        "{}#{base}",
+                        runbook.id.as_str().split('#').next().unwrap_or("")
+                    )
+                })
+                .filter(|first| anchors.contains(first.as_str()));
+            if let Some(first) = repeated {
+                push(
+                    heading_line,
+                    None,
+                    Severity::Warning,
+                    format!(
+                        "heading `{}` is repeated: this section is `#{anchor}`, and links to `{first}` reach the first one",
+                        runbook.title
+                    ),
+                );
+            }
+        }
+        for key in runbook.extra_keys.iter().filter(|_| first_of_file) {
             if KNOWN_KEYS.contains(&key.as_str())
                 || HUGO_KEYS.contains(&key.to_lowercase().as_str())
             {
@@ -189,7 +228,7 @@ pub fn lint(corpus: &Corpus) -> Vec<Finding> {
                 );
             }
         }
-        for cap in LINK.captures_iter(src) {
+        for cap in LINK.captures_iter(src).filter(|_| first_of_file) {
             let target = &cap[1];
             if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
                 continue;
@@ -367,5 +406,44 @@ mod tests {
         assert_eq!(did_you_mean("alrms"), Some("alarms"));
         assert_eq!(did_you_mean("first_step"), Some("first_steps"));
         assert_eq!(did_you_mean("owner"), None);
+    }
+
+    #[test]
+    fn sections_are_linted_once_per_page_and_repeats_and_empties_reported() {
+        let page = "---\nsectons: true\n---\n# Page\n\n## DiskFull\n\nCheck `df -h`.\n\n## DiskSlow\n\n## DiskFull\n\nAgain.\n\n## NodeDown\n\nLook.\n";
+        let (_dir, corpus) = corpus(&[("page.md", page)]);
+        let ids: Vec<_> = corpus.runbooks.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "page.md#diskfull",
+                "page.md#diskslow",
+                "page.md#diskfull-1",
+                "page.md#nodedown"
+            ]
+        );
+        let all = messages(&lint(&corpus));
+        assert_eq!(
+            all.iter()
+                .filter(|m| m.contains("unknown front matter key"))
+                .count(),
+            1,
+            "{all:#?}"
+        );
+        assert!(
+            all.iter()
+                .any(|m| m.contains("section `#diskslow` is empty")),
+            "{all:#?}"
+        );
+        assert!(
+            all.iter()
+                .any(|m| m.contains("`#diskfull-1`") && m.contains("page.md#diskfull")),
+            "{all:#?}"
+        );
+        assert!(
+            all.iter()
+                .any(|m| m.contains("alarm `diskfull` is claimed by several runbooks")),
+            "{all:#?}"
+        );
     }
 }

@@ -35,6 +35,11 @@ impl RunbookId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The section's anchor, for a runbook that is a section of a page.
+    pub fn anchor(&self) -> Option<&str> {
+        self.0.split_once('#').map(|(_, anchor)| anchor)
+    }
 }
 
 impl fmt::Display for RunbookId {
