@@ -161,10 +161,13 @@ pub(crate) fn fingerprint(dir: &Path) -> u64 {
 pub(crate) async fn watch(
     reloader: Arc<Reloader>,
     interval: Duration,
+    baseline: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let dir = reloader.dir.clone();
-    let mut seen = fingerprint(&dir);
+    // Taken before the corpus was first loaded: a change made while the server started is
+    // a change, not the baseline.
+    let mut seen = baseline;
     let mut pending: Option<u64> = None;
     loop {
         tokio::select! {

@@ -55,6 +55,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        let corpus_baseline = reload::fingerprint(&config.runbooks_dir);
         let client =
             deliver::http_client(config.outbox.request_timeout).map_err(BuildError::from)?;
         let (destinations, templates) =
@@ -155,7 +156,12 @@ impl Application {
         let (cancel, cancel_rx) = watch::channel(false);
         tokio::spawn(reload::on_sighup(reloader.clone(), shutdown_rx.clone()));
         if let Some(interval) = config.runbooks_watch {
-            tokio::spawn(reload::watch(reloader, interval, shutdown_rx.clone()));
+            tokio::spawn(reload::watch(
+                reloader,
+                interval,
+                corpus_baseline,
+                shutdown_rx.clone(),
+            ));
         }
         if store.shared() {
             tokio::spawn(resync_pending(

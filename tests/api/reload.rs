@@ -91,3 +91,52 @@ async fn a_changed_runbook_is_served_without_restart_and_a_broken_one_is_refused
     assert_eq!(e["type"], "auth");
     app.stop().await;
 }
+
+const PAGE: &str = "# Queue runbooks\n\nOne section per alert.\n\n## Alerts\n\n### QueueConsumerLagHigh\n\nConsumers fall behind the producers.\n\n#### How to investigate\n\n- Compare the consumer group's offsets with the head.\n\n```sh\nqueuectl lag --group orders\n```\n\n### QueueBrokerDown\n\nA broker stopped answering.\n\n- Check the broker pod.\n\n### QueueDiskFull\n\nThe broker's disk is full.\n\n- Free the oldest segments.\n";
+
+/// A page of runbooks dropped into the corpus is one runbook per section: the alert is
+/// matched to its section by name, and the comment links the anchor with that section's
+/// own steps, not the page.
+#[tokio::test]
+async fn a_page_of_runbooks_answers_each_alert_with_its_section() {
+    let github = GithubDouble::start(|_| Answer::Created).await;
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks");
+    copy_dir(&repo_path("index/runbooks"), &runbooks);
+    let extra = format!(
+        "[runbooks]\ndir = \"{}\"\nwatch_interval_ms = 100\n",
+        runbooks.display()
+    );
+    let app = TestApp::spawn(test_config(dir.path(), &github.uri(), &extra)).await;
+    std::fs::create_dir_all(runbooks.join("queue")).unwrap();
+    std::fs::write(runbooks.join("queue/runbooks.md"), PAGE).unwrap();
+    let title = "[FIRING:1] QueueConsumerLagHigh orders";
+    let want = ("queue/runbooks.md#queueconsumerlaghigh".to_string(), true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while best(&app, title).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {}",
+            best(&app, title).await,
+            app.readyz().await.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = app
+        .post_github_signed("issues", "d-queue", &issue_opened(4, title, ""))
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(github.wait_for(1, Duration::from_secs(10)).await, 1);
+    let body = github.log.lock().unwrap().comments[0].1.clone();
+    assert!(
+        body.contains("https://runbooks.example.com/queue/runbooks#queueconsumerlaghigh"),
+        "{body}"
+    );
+    assert!(body.contains("Compare the consumer group"), "{body}");
+    assert!(body.contains("queuectl lag --group orders"), "{body}");
+    assert!(
+        !body.contains("Free the oldest segments"),
+        "only this section: {body}"
+    );
+    app.stop().await;
+}
