@@ -211,18 +211,23 @@ mod tests {
         assert_eq!(expr_from_generator("not a url"), None);
     }
 
-    #[test]
-    fn a_captured_notification_becomes_tickets() {
-        let body = include_str!("../../tests/fixtures/alertmanager-firing.json");
+    /// The first alert of a notification, as a ticket.
+    fn first_ticket(body: &str) -> Ticket {
         let n: Notification = parse_json(body.as_bytes()).unwrap();
         let group = n.group_key.clone();
-        let ticket = n
-            .alerts
+        n.alerts
             .into_iter()
             .next()
             .unwrap()
             .into_ticket(&group, SourceKind::Alertmanager)
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn a_captured_notification_becomes_tickets() {
+        let ticket = first_ticket(include_str!(
+            "../../tests/fixtures/alertmanager-firing.json"
+        ));
         assert_eq!(ticket.alertname.as_deref(), Some("HighErrorRate"));
         assert_eq!(ticket.title, "Error rate above 5%");
         assert!(
@@ -244,15 +249,7 @@ mod tests {
             "runbook_url": "https://runbooks.example.com/mimir#x",
             "github_issue": "acme/ops#3",
         });
-        let n: Notification = parse_json(value.to_string().as_bytes()).unwrap();
-        let group = n.group_key.clone();
-        let ticket = n
-            .alerts
-            .into_iter()
-            .next()
-            .unwrap()
-            .into_ticket(&group, SourceKind::Alertmanager)
-            .unwrap();
+        let ticket = first_ticket(&value.to_string());
         assert_eq!(
             ticket.title,
             "Mimir cluster prod has 1 unhealthy ingester(s)."
