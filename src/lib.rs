@@ -20,7 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 mod reload;
-mod render;
+pub mod render;
 mod reply_routing;
 pub mod runbooks;
 pub mod search;

@@ -12,7 +12,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::outbox::{FSYNC_BUCKETS, LogStats};
+use crate::outbox::{FSYNC_BUCKETS, LogStats, WritePart, WriteState};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorePart {
+    pub part: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceOutcome {
@@ -69,6 +74,9 @@ pub struct Metrics {
     log_writes: Counter,
     log_records: Counter,
     log_fsyncs: LogFsyncs,
+    /// 1 while the store can be written, 0 while it cannot (`WriteState`).
+    store_writable: Family<StorePart, Gauge>,
+    store_write_failures: Counter,
     /// Pending items, kept in memory for the backpressure check on every webhook.
     pending: Arc<AtomicI64>,
 }
@@ -96,6 +104,8 @@ impl Metrics {
             log_writes: Counter::default(),
             log_records: Counter::default(),
             log_fsyncs: LogFsyncs::default(),
+            store_writable: Family::default(),
+            store_write_failures: Counter::default(),
             pending: Arc::new(AtomicI64::new(0)),
             registry: Registry::default(),
         };
@@ -164,7 +174,36 @@ impl Metrics {
             "Duration of the ingest log's fsyncs (each write waits for one)",
             m.log_fsyncs.clone(),
         );
+        registry.register(
+            "store_writable",
+            "1 while this part of the store (ingest_log, tables) can be written, 0 while it cannot (a full disk)",
+            m.store_writable.clone(),
+        );
+        registry.register(
+            "store_write_failures",
+            "Failed writes to the store (each retry counts)",
+            m.store_write_failures.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Copied from the store at each scrape, as `set_log_stats`.
+    pub fn set_write_state(&self, state: &WriteState) {
+        for part in [WritePart::IngestLog, WritePart::Tables] {
+            let failing = state.failure.as_ref().is_some_and(|f| f.part == part);
+            let label = StorePart {
+                part: match part {
+                    WritePart::IngestLog => "ingest_log",
+                    WritePart::Tables => "tables",
+                },
+            };
+            self.store_writable
+                .get_or_create(&label)
+                .set(i64::from(!failing));
+        }
+        self.store_write_failures
+            .inner()
+            .store(state.failures_total, Ordering::Relaxed);
     }
 
     /// Totals kept by the store: stored as they are, they stay monotonic as counters must.

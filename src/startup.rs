@@ -26,7 +26,7 @@ use crate::outbox::Store;
 use crate::pipeline::Pipeline;
 use crate::reload::{self, Reloader};
 use crate::wiring::{
-    BuildError, build_destinations, build_enricher, open_store_with, retry_policy,
+    BuildError, build_destinations, build_enricher, marker_key, open_store_with, retry_policy,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +58,21 @@ impl Application {
         let corpus_baseline = reload::fingerprint(&config.runbooks_dir);
         let client =
             deliver::http_client(config.outbox.request_timeout).map_err(BuildError::from)?;
-        let (destinations, templates) =
-            build_destinations(&config.destinations, &client, &retry_policy(&config))?;
+        let marker = marker_key(&config).await?;
+        let (destinations, templates) = build_destinations(
+            &config.destinations,
+            &client,
+            &retry_policy(&config),
+            &marker,
+        )?;
         let metrics = Arc::new(Metrics::new());
         tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
-        let enricher = Arc::new(build_enricher(&config, templates, metrics.clone())?);
+        let enricher = Arc::new(build_enricher(
+            &config,
+            templates,
+            metrics.clone(),
+            marker.clone(),
+        )?);
         let store = open_store_with(&config.store, Some(enricher.clone())).await?;
         let open = config.sources.unauthenticated();
         if !open.is_empty() {
@@ -101,7 +111,7 @@ impl Application {
             },
             reloader.clone(),
             AdminToken(config.admin_token.clone()),
-            SourceSet::new(&config.sources),
+            SourceSet::new(&config.sources, &marker),
         );
 
         let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {

@@ -20,6 +20,7 @@ use crate::outbox::postgres::PostgresStore;
 use crate::outbox::sqlite::SqliteStore;
 use crate::outbox::{Comment, Enrich, EnrichError, Enriched, Store};
 use crate::pipeline::{Coalescer, Enricher, MatcherHandle};
+use crate::render::MarkerKey;
 use crate::render::Renderer;
 use crate::runbooks::{Corpus, CorpusError};
 use crate::search::{RunbookIndex, SearchError};
@@ -69,6 +70,40 @@ pub async fn open_store_with(
     }
 }
 
+/// The store's name for the secret markers are signed with.
+const MARKER_SECRET: &str = "marker";
+
+/// The key runlink's markers are signed with: `server.marker_secret`, or the one kept in the
+/// store (made at its first start).
+pub async fn marker_key(config: &Config) -> Result<MarkerKey, BuildError> {
+    if let StoreUrl::Postgres(url) = &config.store
+        && config.marker_secret.is_none()
+    {
+        let store = PostgresStore::open(url.expose()).await?;
+        let secret = store.stored_secret(MARKER_SECRET, &fresh_secret()).await?;
+        return Ok(MarkerKey::new(secret.as_bytes()));
+    }
+    marker_key_local(config)
+}
+
+/// `marker_key` where no PostgreSQL store needs asking (that one is matched before it is
+/// stored, so no unmatched ticket waits for a key).
+fn marker_key_local(config: &Config) -> Result<MarkerKey, BuildError> {
+    match (&config.marker_secret, &config.store) {
+        (Some(secret), _) => Ok(MarkerKey::new(secret.expose().as_bytes())),
+        (None, StoreUrl::Sqlite(path)) => Ok(MarkerKey::new(
+            SqliteStore::stored_secret(path, MARKER_SECRET, &fresh_secret())?.as_bytes(),
+        )),
+        (None, StoreUrl::Postgres(_)) => Err(BuildError::Store(crate::outbox::StoreError::Join(
+            "the marker key of a PostgreSQL store is read with `marker_key`".into(),
+        ))),
+    }
+}
+
+fn fresh_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
 /// The store as the operator tools open it: an ingest log left by a server that stopped
 /// holds tickets acknowledged before they were matched, and applying them needs the
 /// server's runbooks and templates. Those are loaded only if such a ticket is there.
@@ -91,12 +126,14 @@ impl LazyEnricher {
         let built = self.built.get_or_init(|| {
             let build = || {
                 let client = deliver::http_client(self.config.outbox.request_timeout)?;
+                let marker = marker_key_local(&self.config)?;
                 let (_, templates) = build_destinations(
                     &self.config.destinations,
                     &client,
                     &retry_policy(&self.config),
+                    &marker,
                 )?;
-                build_enricher(&self.config, templates, Arc::new(Metrics::new()))
+                build_enricher(&self.config, templates, Arc::new(Metrics::new()), marker)
             };
             build().map_err(Arc::new)
         });
@@ -126,6 +163,7 @@ pub fn build_enricher(
     config: &Config,
     templates: HashMap<String, String>,
     metrics: Arc<Metrics>,
+    marker: MarkerKey,
 ) -> Result<Enricher, BuildError> {
     let (matcher, load_errors) = build_matcher(
         &config.runbooks_dir,
@@ -151,6 +189,7 @@ pub fn build_enricher(
         &config.templates_dir,
         &config.matcher.no_match_text,
         &template_names,
+        marker,
     )?;
     Ok(Enricher {
         matcher: Arc::new(MatcherHandle::new(matcher)),
@@ -177,6 +216,7 @@ pub fn build_destinations(
     config: &DestinationsConfig,
     client: &reqwest::Client,
     policy: &RetryPolicy,
+    marker: &MarkerKey,
 ) -> Result<(Destinations, HashMap<String, String>), BuildError> {
     let mut built: Vec<(Arc<dyn Destination>, &str)> = Vec::new();
     if let Some(github) = &config.github {
@@ -231,6 +271,7 @@ pub fn build_destinations(
                 generic,
                 client.clone(),
                 policy.clone(),
+                marker.clone(),
             )?),
             &generic.common.template,
         ));

@@ -71,6 +71,7 @@ impl TryFrom<RawSettings> for Config {
                 .watch
                 .then(|| Duration::from_millis(raw.runbooks.watch_interval_ms.max(50))),
             admin_token: raw.server.admin_token.filter(|s| !s.expose().is_empty()),
+            marker_secret: raw.server.marker_secret.filter(|s| !s.expose().is_empty()),
             templates_dir: raw.templates.dir,
             store: StoreUrl::parse(&raw.store.url)?,
             matcher: MatcherConfig {

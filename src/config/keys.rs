@@ -19,6 +19,7 @@ const FIXED: &[&str] = &[
     "server.max_connections",
     "server.shutdown_timeout_ms",
     "server.admin_token",
+    "server.marker_secret",
     "runbooks.dir",
     "runbooks.base_url",
     "runbooks.watch",

@@ -82,6 +82,8 @@ pub struct Config {
     /// Reload the corpus when its files change (polled every `watch_interval`).
     pub runbooks_watch: Option<Duration>,
     pub admin_token: Option<Secret>,
+    /// Signs the marker in runlink's comments; made once and kept in the store when unset.
+    pub marker_secret: Option<Secret>,
     pub templates_dir: PathBuf,
     pub store: StoreUrl,
     pub matcher: MatcherConfig,

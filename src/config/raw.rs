@@ -32,6 +32,7 @@ pub struct RawServer {
     pub max_connections: usize,
     pub shutdown_timeout_ms: u64,
     pub admin_token: Option<Secret>,
+    pub marker_secret: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]

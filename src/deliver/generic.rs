@@ -36,6 +36,8 @@ pub struct GenericDestination {
     templates: Environment<'static>,
     policy: RetryPolicy,
     pacer: Pacer,
+    /// Signs the marker a body template may place (`{{ marker }}`).
+    marker: crate::render::MarkerKey,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -80,6 +82,7 @@ impl GenericDestination {
         config: &GenericDestinationConfig,
         client: reqwest::Client,
         policy: RetryPolicy,
+        marker: crate::render::MarkerKey,
     ) -> Result<Self, GenericTemplateError> {
         let mut templates = Environment::new();
         // In a path, `urlencode` must make one segment of anything: minijinja's own keeps `/`.
@@ -111,10 +114,11 @@ impl GenericDestination {
             templates,
             policy,
             pacer: Pacer::new(config.common.pacing.clone()),
+            marker,
         };
         // Unknown filters and the like only show when a template runs: run both once now,
         // so a typo fails the start-up instead of every delivery.
-        let marker = crate::render::marker_token("key");
+        let marker = destination.marker.token("key");
         let sample = Context {
             comment: "comment",
             target: Target { id: "id" },
@@ -247,7 +251,7 @@ impl Destination for GenericDestination {
         if *name != self.target_name {
             return wrong_target(self.name(), item);
         }
-        let marker = crate::render::marker_token(&item.delivery_key);
+        let marker = self.marker.token(&item.delivery_key);
         let comment = super::fit(&item.body, self.max_chars);
         let context = Context {
             comment: &comment,

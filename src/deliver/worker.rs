@@ -297,7 +297,7 @@ async fn deliver_one(
             config.max_age.as_secs()
         ))
     } else if item.uncertain {
-        let marker = crate::render::marker_token(&item.delivery_key);
+        let marker = crate::render::lookup_token(&item.delivery_key);
         match destination.has_marker(&item, &marker).await {
             Some(true) => {
                 tracing::info!(

@@ -19,6 +19,9 @@ struct Ready {
     /// Accepts durable in the ingest log and not yet in the tables: a burst being absorbed.
     ingest_backlog: u64,
     shedding: bool,
+    /// Why the store cannot be written now (a full disk), absent while it can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_write_failure: Option<crate::outbox::WriteFailure>,
 }
 
 pub(super) async fn metrics(
@@ -29,12 +32,13 @@ pub(super) async fn metrics(
     if let Some(stats) = pipeline.store.log_stats() {
         metrics.set_log_stats(stats);
     }
+    metrics.set_write_state(&pipeline.store.write_state());
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(metrics.encode())
 }
 
-/// Ready: index loaded, store readable, and not shedding load (a load balancer should send
+/// Ready: index loaded, store readable and writable, and not shedding load (a load balancer should send
 /// new work to another replica while this one drains).
 pub(super) async fn readyz(
     pipeline: web::Data<Pipeline>,
@@ -51,12 +55,15 @@ pub(super) async fn readyz(
         outbox,
         ingest_backlog: pipeline.store.backlog(),
         shedding: limits.shedding(&metrics),
+        store_write_failure: pipeline.store.write_state().failure,
     };
-    Ok(if ready.shedding || ready.runbooks == 0 {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "5"))
-            .json(ready)
-    } else {
-        HttpResponse::Ok().json(ready)
-    })
+    Ok(
+        if ready.shedding || ready.runbooks == 0 || ready.store_write_failure.is_some() {
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .json(ready)
+        } else {
+            HttpResponse::Ok().json(ready)
+        },
+    )
 }

@@ -17,7 +17,7 @@ fn sources() -> &'static SourceSet {
         "[sources.generic.desk]\ntitle = \"/ticket/title\"\nid = \"/ticket/id\"\nbody = \"/ticket/text\"\nlabels = \"/ticket/tags\"\n",
     )
     .expect("config is valid");
-        SourceSet::new(&config.sources)
+        SourceSet::new(&config.sources, &crate::render::MarkerKey::ephemeral())
     });
     &SET
 }

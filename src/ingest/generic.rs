@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::{Inbound, IngestError, Source, invalid_field, parse_json};
 use crate::config::GenericSource;
-use crate::render::is_runlink_text;
 use crate::ticket::{DeliveryId, ReplyTarget, SourceKind, Ticket, TicketId};
 
 /// A scalar at `pointer` as text; objects and arrays are not text.
@@ -104,6 +103,9 @@ pub fn ticket_from(
 pub struct Generic {
     pub name: String,
     pub config: GenericSource,
+    /// Tells runlink's own comments, echoed back by the tracker, from tickets that merely
+    /// quote a marker.
+    pub marker: crate::render::MarkerKey,
 }
 
 impl Source for Generic {
@@ -162,7 +164,7 @@ impl Source for Generic {
     fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         let doc: Value = parse_json(body)?;
         let ticket = ticket_from(&self.name, &self.config, &doc, body)?;
-        if is_runlink_text(&ticket.body) || is_runlink_text(&ticket.title) {
+        if self.marker.is_own(&ticket.body) || self.marker.is_own(&ticket.title) {
             return Ok(Inbound::Ignored("ticket was written by runlink"));
         }
         Ok(Inbound::Ticket(Box::new(ticket)))

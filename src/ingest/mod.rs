@@ -137,7 +137,7 @@ impl GenericSources {
 }
 
 impl SourceSet {
-    pub fn new(config: &crate::config::Sources) -> Self {
+    pub fn new(config: &crate::config::Sources, marker: &crate::render::MarkerKey) -> Self {
         SourceSet {
             github: github::Github {
                 secret: config.github_secret.clone(),
@@ -148,6 +148,7 @@ impl SourceSet {
             grafana: grafana::Grafana(config.grafana.clone()),
             pagerduty: pagerduty::Pagerduty {
                 secrets: config.pagerduty_secrets.clone(),
+                marker: marker.clone(),
             },
             jira: jira::Jira {
                 secret: config.jira_secret.clone(),
@@ -164,6 +165,7 @@ impl SourceSet {
                             generic::Generic {
                                 name: name.clone(),
                                 config: source.clone(),
+                                marker: marker.clone(),
                             },
                         )
                     })

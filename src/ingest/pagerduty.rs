@@ -11,7 +11,6 @@ use serde::Deserialize;
 
 use super::{Inbound, IngestError, Source, invalid_field, parse_json};
 use crate::config::Secret;
-use crate::render::is_runlink_text;
 use crate::ticket::{ReplyTarget, SourceKind, Ticket, TicketId};
 
 const SIGNATURE: &str = "X-PagerDuty-Signature";
@@ -120,6 +119,7 @@ fn ticket_from(event: Event, delivery: crate::ticket::DeliveryId) -> Result<Tick
 #[derive(Debug)]
 pub struct Pagerduty {
     pub secrets: Vec<Secret>,
+    pub marker: crate::render::MarkerKey,
 }
 
 impl Source for Pagerduty {
@@ -139,7 +139,13 @@ impl Source for Pagerduty {
         let event = envelope.event;
         match event.event_type.as_str() {
             "incident.triggered" => {}
-            "incident.annotated" if event.data.content.as_deref().is_some_and(is_runlink_text) => {
+            "incident.annotated"
+                if event
+                    .data
+                    .content
+                    .as_deref()
+                    .is_some_and(|note| self.marker.is_own(note)) =>
+            {
                 return Ok(Inbound::Ignored("note was written by runlink"));
             }
             _ => {

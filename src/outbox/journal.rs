@@ -43,6 +43,9 @@ const MAX_RECORD: usize = 64 << 20;
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// How far ahead of its records a segment is filled with zeros.
 const ZERO_AHEAD: u64 = 4 << 20;
+/// Free space on the log's filesystem that ends a failure to write it: enough for a group
+/// of webhooks, not for the zeros ahead (which are skipped when there is no room for them).
+pub(super) const ROOM_TO_WRITE: u64 = 1 << 20;
 
 /// The directory beside a store file that holds its ingest log.
 pub(super) fn dir_for(store: &Path) -> PathBuf {
@@ -273,16 +276,15 @@ impl Journal {
         last_seq: u64,
     ) -> Result<(Arc<File>, u64), JournalError> {
         if let Err(source) = self.write_at_end(framed) {
-            self.zeroed = self.len;
-            if let Err(error) = self.file.set_len(self.len) {
-                // The log may now hold part of a refused group; stop before applying it.
-                tracing::error!(
-                    segment = %self.path.display(),
-                    %source,
-                    %error,
-                    "ingest log write failed and cannot be cut back"
-                );
-                std::process::abort();
+            self.cut_back(&source);
+            // A full disk: the records this segment holds can only be deleted with the
+            // whole file, so it is closed now rather than at its full size; once they are
+            // applied, the space comes back without a restart.
+            if source.kind() == std::io::ErrorKind::StorageFull
+                && self.len > 0
+                && let Err(error) = self.rotate()
+            {
+                tracing::warn!(%error, "cannot start a new ingest log segment");
             }
             return Err(io_error(&self.path)(source));
         }
@@ -295,12 +297,30 @@ impl Journal {
         Ok(written)
     }
 
+    /// After a failed write the segment is cut back to where it was, so a record whose
+    /// sender was told "not stored" is never applied later (and the zeros ahead, which may
+    /// be what filled the disk, are given back).
+    fn cut_back(&mut self, source: &std::io::Error) {
+        self.zeroed = self.len;
+        if let Err(error) = self.file.set_len(self.len) {
+            // The log may now hold part of a refused group; stop before applying it.
+            tracing::error!(
+                segment = %self.path.display(),
+                %source,
+                %error,
+                "ingest log write failed and cannot be cut back"
+            );
+            std::process::abort();
+        }
+    }
+
     /// Writes past the end of the records, first filling the file with zeros a few MiB
     /// ahead. Records then land in blocks the file already has, so the fsync that makes
     /// them durable has only data to flush: no size change and no block allocation, which
     /// would make it wait for a commit of the filesystem's journal, shared with everything
     /// else the machine is writing (the database's own writes, during a burst). One fsync
-    /// in a few thousand carries the next extension.
+    /// in a few thousand carries the next extension. Without room for the zeros the
+    /// records are written alone: slower fsyncs, but webhooks are still taken.
     fn write_at_end(&mut self, framed: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let end = self.len + framed.len() as u64;
@@ -309,7 +329,13 @@ impl Journal {
             let zeros = vec![0u8; 1 << 20];
             while self.zeroed < target {
                 let n = ((target - self.zeroed) as usize).min(zeros.len());
-                self.file.write_all_at(&zeros[..n], self.zeroed)?;
+                if let Err(error) = self.file.write_all_at(&zeros[..n], self.zeroed) {
+                    if error.kind() != std::io::ErrorKind::StorageFull {
+                        return Err(error);
+                    }
+                    self.cut_back(&error);
+                    break;
+                }
                 self.zeroed += n as u64;
             }
         }

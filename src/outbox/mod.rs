@@ -4,6 +4,7 @@
 //! is made from; the delivery worker then drains it. The store is a trait so the embedded SQLite backend
 //! and a shared database backend behave the same for the rest of the program.
 
+mod health;
 mod journal;
 mod keys;
 pub mod postgres;
@@ -11,6 +12,8 @@ pub mod sqlite;
 
 mod decision;
 mod sql;
+
+pub use health::{WriteFailure, WritePart, WriteState};
 
 use std::time::Duration;
 
@@ -417,6 +420,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// What the store's ingest log has written so far (`None` for a store without one).
     fn log_stats(&self) -> Option<LogStats> {
         None
+    }
+
+    /// Whether the store can be written now (a full disk, say), and how many writes failed
+    /// since the start.
+    fn write_state(&self) -> WriteState {
+        WriteState::default()
     }
 
     /// Pending deliveries only: what load shedding needs, cheaper than `counts`.

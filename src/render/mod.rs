@@ -16,8 +16,12 @@ use crate::signature::AlarmSignature;
 use crate::ticket::Ticket;
 
 mod escape;
+mod marker;
 #[cfg(test)]
 mod tests;
+
+pub use marker::MarkerKey;
+pub(crate) use marker::{MARKER_PREFIX, lookup_token};
 
 use escape::{bounded, escape_ticket_text, format_of};
 
@@ -49,23 +53,6 @@ const TEMPLATES: &[&str] = &[
     "generic.md.j2",
 ];
 
-/// The token every comment carries: how runlink recognises its own comments (loop guard) and
-/// finds out whether an uncertain post did land. Markdown templates hide it in an HTML
-/// comment (`marker`); plain-text destinations show it as a short reference line.
-pub(crate) fn marker_token(delivery_key: &str) -> String {
-    format!("{MARKER_PREFIX}{delivery_key}")
-}
-
-const MARKER_PREFIX: &str = "runlink:delivery=";
-
-pub(crate) fn marker(delivery_key: &str) -> String {
-    format!("<!-- {} -->", marker_token(delivery_key))
-}
-
-pub(crate) fn is_runlink_text(text: &str) -> bool {
-    text.contains(MARKER_PREFIX)
-}
-
 #[derive(Debug)]
 pub struct Renderer {
     env: Environment<'static>,
@@ -75,6 +62,7 @@ pub struct Renderer {
     /// `ticket`, or whose output once failed the check in `render_shared`.
     reusable: HashMap<String, AtomicBool>,
     reused: Mutex<HashMap<ReuseKey, (Arc<Decision>, String)>>,
+    marker: MarkerKey,
 }
 
 /// Template, the signature as shown, and the decision's address (kept alive by the entry,
@@ -87,9 +75,9 @@ const SUMMARY_TITLE_MAX: usize = 120;
 /// Bound on reusable comments; past it they are simply forgotten.
 const REUSE_MAX: usize = 1024;
 
-/// Stands for the delivery key in a comment kept for reuse: the same length as a real key,
-/// so a template that measures the marker sees the same thing.
-const KEY_STANDIN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// Stands for the delivery key and its tag in a comment kept for reuse: the same length as
+/// a real one, so a template that measures the marker sees the same thing.
+const SIGNED_STANDIN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0.a5b4c3d2e1f00f1e";
 
 #[derive(Serialize)]
 struct MatchView<'a> {
@@ -164,6 +152,7 @@ impl Renderer {
         dir: &Path,
         no_match_text: &str,
         names: &[S],
+        marker: MarkerKey,
     ) -> Result<Self, RenderError> {
         let mut env = Environment::new();
         env.set_syntax(
@@ -201,6 +190,7 @@ impl Renderer {
             no_match_text: no_match_text.to_string(),
             reusable,
             reused: Mutex::new(HashMap::new()),
+            marker,
         })
     }
 
@@ -233,12 +223,13 @@ impl Renderer {
         {
             let reused = self.reused.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((_, kept)) = reused.get(&key) {
-                return Ok(kept.replace(KEY_STANDIN, delivery_key));
+                return Ok(kept.replace(SIGNED_STANDIN, &self.marker.signed(delivery_key)));
             }
         }
-        let fresh = self.render(template, ticket, signature, decision, delivery_key)?;
-        let kept = self.render(template, ticket, signature, decision, KEY_STANDIN)?;
-        if kept.replace(KEY_STANDIN, delivery_key) != fresh {
+        let signed = self.marker.signed(delivery_key);
+        let fresh = self.render_signed(template, ticket, signature, decision, &signed)?;
+        let kept = self.render_signed(template, ticket, signature, decision, SIGNED_STANDIN)?;
+        if kept.replace(SIGNED_STANDIN, &signed) != fresh {
             tracing::debug!(
                 template,
                 "comment depends on more than its marker; not reused"
@@ -282,6 +273,19 @@ impl Renderer {
         decision: &Decision,
         delivery_key: &str,
     ) -> Result<String, RenderError> {
+        let signed = self.marker.signed(delivery_key);
+        self.render_signed(template, ticket, signature, decision, &signed)
+    }
+
+    /// `render` with the marker's key and tag given (`MarkerKey::signed`, or a stand-in).
+    fn render_signed(
+        &self,
+        template: &str,
+        ticket: &Ticket,
+        signature: &AlarmSignature,
+        decision: &Decision,
+        signed: &str,
+    ) -> Result<String, RenderError> {
         let matches: Vec<MatchView<'_>> = decision
             .confident()
             .map(|c| MatchView::of(c, true))
@@ -314,8 +318,8 @@ impl Renderer {
             matches,
             closest,
             no_match_text: &self.no_match_text,
-            marker: marker(delivery_key),
-            marker_text: marker_token(delivery_key),
+            marker: format!("<!-- {MARKER_PREFIX}{signed} -->"),
+            marker_text: format!("{MARKER_PREFIX}{signed}"),
         }))
         .map_err(|source| RenderError::Template {
             name: template.to_string(),

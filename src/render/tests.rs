@@ -5,9 +5,14 @@ use crate::search::RunbookIndex;
 use crate::signature::Normalizer;
 use std::sync::Arc;
 
+/// The key the renderers under test sign their markers with.
+fn key() -> MarkerKey {
+    MarkerKey::new(b"test marker secret")
+}
+
 fn setup() -> (Renderer, Matcher) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let renderer = Renderer::load(&dir, "Nothing found.", TEMPLATES).unwrap();
+    let renderer = Renderer::load(&dir, "Nothing found.", TEMPLATES, key()).unwrap();
     let base = url::Url::parse("https://rb.example/").unwrap();
     let rb = Runbook::parse(
         Path::new("disk.md"),
@@ -56,12 +61,13 @@ fn confident_match_shows_link_steps_and_marker() {
         "{out}"
     );
     assert!(out.contains("```sh\ndu -xh / | sort -h\n```"), "{out}");
+    let marker = key().html("k123");
     assert!(
-        out.ends_with("<!-- runlink:delivery=k123 -->\n")
-            || out.ends_with("<!-- runlink:delivery=k123 -->"),
+        out.ends_with(&format!("{marker}\n")) || out.ends_with(&marker),
         "{out}"
     );
-    assert!(is_runlink_text(&out));
+    assert!(key().is_own(&out));
+    assert!(!MarkerKey::new(b"another server").is_own(&out));
 }
 
 #[test]
@@ -69,7 +75,7 @@ fn no_confident_match_says_so_and_lists_no_steps() {
     let out = render("Payment invoices are duplicated");
     assert!(out.contains("No runbook found\n\nNothing found."), "{out}");
     assert!(!out.contains("First steps"), "{out}");
-    assert!(out.contains("<!-- runlink:delivery=k123 -->"), "{out}");
+    assert!(out.contains(&key().html("k123")), "{out}");
 }
 
 #[test]
@@ -101,7 +107,7 @@ fn ticket_text_cannot_become_markup_mentions_links_or_markers() {
         let expected: Vec<String> = if name == "jira.md.j2" {
             Vec::new()
         } else {
-            vec!["<!-- runlink:delivery=k123 -->".to_string()]
+            vec![key().html("k123")]
         };
         // The template's own tags are its own; nothing else may be HTML.
         let html: Vec<String> = html
@@ -122,7 +128,11 @@ fn ticket_text_cannot_become_markup_mentions_links_or_markers() {
         .unwrap();
     assert!(!out.to_lowercase().contains("[code]"), "{out}");
     assert!(!out.contains("runlink:delivery=deadbeef"), "{out}");
-    assert!(out.contains("runlink:delivery=k123"), "{out}");
+    assert!(out.contains(&key().token("k123")), "{out}");
+    assert!(
+        !key().is_own(&out.replace(&key().token("k123"), "")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -163,7 +173,7 @@ fn every_default_template_carries_the_marker_link_and_steps() {
         assert!(!out.contains("3. "), "{name}: {out}");
         // Jira carries the marker as a comment property instead.
         if *name != "jira.md.j2" {
-            assert!(out.contains(&marker_token("k123")), "{name}: {out}");
+            assert!(out.contains(&key().token("k123")), "{name}: {out}");
         }
     }
 }
@@ -172,7 +182,7 @@ fn every_default_template_carries_the_marker_link_and_steps() {
 fn custom(source: &str) -> (tempfile::TempDir, Renderer) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("custom.j2"), source).unwrap();
-    let renderer = Renderer::load(dir.path(), "Nothing found.", &["custom.j2"]).unwrap();
+    let renderer = Renderer::load(dir.path(), "Nothing found.", &["custom.j2"], key()).unwrap();
     (dir, renderer)
 }
 
@@ -209,12 +219,12 @@ fn a_shared_decision_renders_once_and_each_ticket_gets_its_own_marker() {
         ["[FIRING:1] DiskFull", "[FIRING:1] DiskFull"],
     );
     assert!(
-        outs[0].contains(&marker(&format!("{:032x}", 0))),
+        outs[0].contains(&key().html(&format!("{:032x}", 0))),
         "{}",
         outs[0]
     );
     assert!(
-        outs[1].contains(&marker(&format!("{:032x}", 1))),
+        outs[1].contains(&key().html(&format!("{:032x}", 1))),
         "{}",
         outs[1]
     );
@@ -245,7 +255,7 @@ fn a_template_that_changes_the_marker_fails_the_check_and_is_not_reused() {
         "custom.j2",
         ["[FIRING:1] DiskFull", "[FIRING:1] DiskFull"],
     );
-    assert_eq!(outs[1], marker_token(&format!("{:032x}", 1)).to_uppercase());
+    assert_eq!(outs[1], key().token(&format!("{:032x}", 1)).to_uppercase());
     assert!(renderer.reused.lock().unwrap().is_empty());
     assert!(!renderer.reusable["custom.j2"].load(Ordering::Relaxed));
 }

@@ -27,7 +27,13 @@ fn destination(toml: &str, name: &str) -> Arc<dyn Destination> {
         max_attempts: 5,
     };
     let client = http_client(Duration::from_secs(5)).unwrap();
-    let (mut destinations, _) = build_destinations(&config.destinations, &client, &policy).unwrap();
+    let (mut destinations, _) = build_destinations(
+        &config.destinations,
+        &client,
+        &policy,
+        &runlink::render::MarkerKey::ephemeral(),
+    )
+    .unwrap();
     destinations.remove(name).expect("destination is enabled")
 }
 

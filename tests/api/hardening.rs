@@ -364,3 +364,83 @@ async fn an_issue_quoting_a_marker_is_still_enriched() {
     assert_eq!(got.len(), 1);
     app.stop().await;
 }
+
+/// A generic tracker that echoes runlink's own comment back as a new ticket is not enriched
+/// (the marker's tag verifies, also after a restart: the key is kept in the store), while a
+/// ticket whose text only looks like a marker, tagged or not, is.
+#[tokio::test]
+async fn only_a_marker_runlink_signed_marks_a_generic_ticket_as_its_own() {
+    let chat = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(201))
+        .mount(&chat)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[sources.generic.tracker]
+token = "gen-token"
+title = "/ticket/title"
+id = "/ticket/id"
+body = "/ticket/text"
+delivery = "/delivery"
+reply_destination = "generic.chat"
+reply_id = "/ticket/room"
+[destinations.generic.chat]
+api_url = "{}"
+path = "/rooms/{{{{ target.id }}}}/messages"
+"#,
+        chat.uri()
+    );
+    let ticket = |n: u32, text: &str| {
+        serde_json::json!({
+            "delivery": format!("d-{n}"),
+            "ticket": {"id": n, "title": "Pods of checkout are crash looping", "text": text, "room": "ops"}
+        })
+        .to_string()
+    };
+    let auth = [("Authorization".to_string(), "Bearer gen-token".to_string())];
+
+    let app = TestApp::spawn(test_config(dir.path(), "http://127.0.0.1:9", &extra)).await;
+    // Typed by someone: an untagged marker and one with a made-up tag.
+    let typed = "see <!-- runlink:delivery=deadbeef --> and runlink:delivery=abc.0123456789abcdef";
+    let r = app
+        .webhook("/webhooks/generic/tracker", ticket(1, typed), &auth)
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    app.drained(Duration::from_secs(10)).await;
+    let sent = chat.received_requests().await.unwrap_or_default();
+    assert_eq!(sent.len(), 1);
+    let comment = String::from_utf8(sent[0].body.clone()).unwrap();
+    let comment: serde_json::Value = serde_json::from_str(&comment).unwrap();
+    let comment = comment
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|v| v.as_str().filter(|s| s.contains("runlink:delivery=")))
+        .expect("the posted body carries the comment")
+        .to_string();
+
+    // The tracker echoes runlink's comment as a ticket of its own.
+    let r = app
+        .webhook("/webhooks/generic/tracker", ticket(2, &comment), &auth)
+        .await;
+    let ack: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ack["status"], "ignored", "{ack}");
+    app.stop().await;
+
+    // After a restart on the same store the same key signs and verifies.
+    let app = TestApp::spawn(test_config(dir.path(), "http://127.0.0.1:9", &extra)).await;
+    let r = app
+        .webhook("/webhooks/generic/tracker", ticket(3, &comment), &auth)
+        .await;
+    let ack: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ack["status"], "ignored", "{ack}");
+    app.drained(Duration::from_secs(10)).await;
+    assert_eq!(
+        chat.received_requests().await.unwrap_or_default().len(),
+        1,
+        "no comment on runlink's own echo"
+    );
+    app.stop().await;
+}

@@ -9,6 +9,7 @@ mod alertmanager_e2e;
 mod cli;
 mod config;
 mod destinations;
+mod disk_full;
 mod failback;
 mod github_webhook;
 mod hardening;

@@ -23,9 +23,14 @@ fn enricher(config: &runlink::config::Config) -> Arc<Enricher> {
         cap: Duration::from_millis(200),
         max_attempts: 3,
     };
+    let marker = runlink::render::MarkerKey::ephemeral();
     let (_, templates) =
-        runlink::wiring::build_destinations(&config.destinations, &client, &policy).unwrap();
-    Arc::new(runlink::wiring::build_enricher(config, templates, Arc::new(Metrics::new())).unwrap())
+        runlink::wiring::build_destinations(&config.destinations, &client, &policy, &marker)
+            .unwrap();
+    Arc::new(
+        runlink::wiring::build_enricher(config, templates, Arc::new(Metrics::new()), marker)
+            .unwrap(),
+    )
 }
 
 fn pipeline(enricher: Arc<Enricher>, store: Arc<dyn Store>) -> Pipeline {

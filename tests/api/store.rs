@@ -445,10 +445,28 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
         (0..4).map(|_| runlink::outbox::postgres::PostgresStore::open(&raw)),
     )
     .await;
-    for store in opened {
-        let store = store.expect("every replica starts");
-        assert_eq!(store.migrate().await.unwrap(), 6);
+    let stores: Vec<_> = opened
+        .into_iter()
+        .map(|store| store.expect("every replica starts"))
+        .collect();
+    for store in &stores {
+        assert_eq!(store.migrate().await.unwrap(), 7);
     }
+    // Replicas starting together each offer a secret of their own; all get the first one
+    // stored, and so does a later start.
+    let offered: Vec<String> = (0..stores.len()).map(|i| format!("secret-{i}")).collect();
+    let kept = futures::future::join_all(
+        stores
+            .iter()
+            .zip(&offered)
+            .map(|(store, fresh)| store.stored_secret("marker", fresh)),
+    )
+    .await;
+    let kept: Vec<String> = kept.into_iter().map(|k| k.unwrap()).collect();
+    assert!(offered.contains(&kept[0]), "{kept:?}");
+    assert!(kept.iter().all(|k| *k == kept[0]), "{kept:?}");
+    let later = stores[0].stored_secret("marker", "later").await.unwrap();
+    assert_eq!(later, kept[0]);
 }
 
 /// A worker whose lease ran out must not overwrite the new owner's claim, and an item given

@@ -71,6 +71,22 @@ impl PostgresStore {
     }
 
     /// Applies every migration newer than the database; returns the schema version.
+    /// The secret stored under `name`, stored as `fresh` first if there is none: every
+    /// replica, and every later start, gets the same one.
+    pub async fn stored_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &fresh],
+            )
+            .await?;
+        Ok(client
+            .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+            .await?
+            .get(0))
+    }
+
     pub async fn migrate(&self) -> Result<i64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

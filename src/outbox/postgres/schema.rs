@@ -139,6 +139,11 @@ BEGIN
 END
 $$;
 "#,
+    // Secrets runlink makes for itself (the key its markers are signed with), shared by
+    // every replica.
+    r#"
+CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#,
 ];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).

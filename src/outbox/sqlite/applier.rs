@@ -2,6 +2,7 @@
 //! priority, matching on the way those acknowledged unmatched (`Enrich`).
 
 use super::*;
+use crate::outbox::health::{WriteHealth, WritePart};
 use crate::outbox::sql;
 
 pub(super) fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
@@ -20,82 +21,155 @@ pub(super) fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
 /// `DEFER_MAX` records or `DEFER_AGE` have piled up, or as soon as a reader waits on the
 /// tables (the delivery worker, the outbox tools, the audit log). Applying competes with
 /// acknowledging for the same cores; after the burst it competes with nothing.
-pub(super) fn apply_loop(
-    mut conn: Connection,
-    records: std::sync::mpsc::Receiver<Queued>,
-    overlay: Arc<Mutex<Overlay>>,
-    applied: watch::Sender<u64>,
-    hurry: Arc<AtomicBool>,
-    enrich: Option<Arc<dyn Enrich>>,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    lower_priority();
-    while let Ok(first) = records.recv() {
-        let mut gathered = vec![first];
-        let started = Instant::now();
-        let mut last_arrival = started;
-        let mut closed = false;
-        while keep_gathering(
-            gathered.len(),
-            started.elapsed(),
-            last_arrival.elapsed(),
-            hurry.load(Ordering::Acquire),
-        ) {
-            // Short waits: a reader's hurry is noticed within a couple of milliseconds.
-            match records.recv_timeout(Duration::from_millis(2)) {
-                Ok(record) => {
-                    gathered.push(record);
-                    while gathered.len() < DEFER_MAX {
-                        match records.try_recv() {
-                            Ok(record) => gathered.push(record),
-                            Err(_) => break,
+pub(super) struct Applier {
+    pub(super) conn: Connection,
+    pub(super) overlay: Arc<Mutex<Overlay>>,
+    pub(super) applied: watch::Sender<u64>,
+    pub(super) hurry: Arc<AtomicBool>,
+    pub(super) enrich: Option<Arc<dyn Enrich>>,
+    pub(super) closing: Arc<AtomicBool>,
+    pub(super) health: Arc<WriteHealth>,
+}
+
+/// The first wait before a failed apply is tried again, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Applier {
+    pub(super) fn run(mut self, records: std::sync::mpsc::Receiver<Queued>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        lower_priority();
+        while let Ok(first) = records.recv() {
+            let mut gathered = vec![first];
+            let started = Instant::now();
+            let mut last_arrival = started;
+            let mut closed = false;
+            while keep_gathering(
+                gathered.len(),
+                started.elapsed(),
+                last_arrival.elapsed(),
+                self.hurry.load(Ordering::Acquire),
+            ) {
+                // Short waits: a reader's hurry is noticed within a couple of milliseconds.
+                match records.recv_timeout(Duration::from_millis(2)) {
+                    Ok(record) => {
+                        gathered.push(record);
+                        while gathered.len() < DEFER_MAX {
+                            match records.try_recv() {
+                                Ok(record) => gathered.push(record),
+                                Err(_) => break,
+                            }
                         }
+                        last_arrival = Instant::now();
                     }
-                    last_arrival = Instant::now();
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    closed = true;
-                    break;
+            }
+            self.hurry.store(false, Ordering::Release);
+            // Read back and applied a transaction at a time: the gathered records stay in
+            // the log, not in memory.
+            let mut gathered = gathered.into_iter().peekable();
+            while gathered.peek().is_some() {
+                let chunk: Vec<Queued> = gathered.by_ref().take(APPLY_MAX).collect();
+                let Some(mut batch) = self.load_batch(chunk) else {
+                    return;
+                };
+                // Without an `Enrich` the store refuses unmatched accepts: none can be here.
+                if let Some(enrich) = self.enrich.as_deref() {
+                    complete(enrich, &mut batch);
+                }
+                let Some(last) = self.apply_until_written(&batch) else {
+                    return;
+                };
+                // A slice at a time: every accept takes this lock, and this thread runs at
+                // the lowest priority, so holding it for a whole batch could leave
+                // acknowledgements waiting for a thread the scheduler has put last. Records
+                // already in the tables but still in the overlay are not counted twice
+                // (`Pending::enrichments`).
+                for slice in batch.chunks(OVERLAY_SLICE) {
+                    let mut overlay = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+                    for record in slice {
+                        overlay.remove(record);
+                    }
+                }
+                self.applied.send_replace(last);
+            }
+            if closed {
+                break;
+            }
+        }
+    }
+
+    /// Applies a batch, retrying with growing waits while the tables cannot be written (a
+    /// full disk): everything in the batch is in the log, so nothing is lost by waiting, and
+    /// the first retry after space comes back succeeds. `None` when the store closes first:
+    /// the records stay in the log and are applied at the next start, so shutdown is not
+    /// held by a disk that stays full.
+    fn apply_until_written(&mut self, batch: &[Logged]) -> Option<u64> {
+        let mut wait = RETRY_FIRST;
+        loop {
+            match apply_batch(&mut self.conn, batch) {
+                Ok(last) => {
+                    self.health.succeeded(WritePart::Tables);
+                    return Some(last);
+                }
+                Err(error) => {
+                    self.health
+                        .failed(WritePart::Tables, &crate::outbox::with_causes(&error));
+                    if !self.pause(wait) {
+                        tracing::warn!(
+                            records = batch.len(),
+                            "store closing while its tables cannot be written: the ingest log keeps these records for the next start"
+                        );
+                        return None;
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
                 }
             }
         }
-        hurry.store(false, Ordering::Release);
-        // Read back and applied a transaction at a time: the gathered records stay in the
-        // log, not in memory.
-        let mut gathered = gathered.into_iter().peekable();
-        while gathered.peek().is_some() {
-            let chunk: Vec<Queued> = gathered.by_ref().take(APPLY_MAX).collect();
-            let mut batch = load_batch(chunk);
-            // Without an `Enrich` the store refuses unmatched accepts: none can be here.
-            if let Some(enrich) = enrich.as_deref() {
-                complete(enrich, &mut batch);
-            }
-            let last = loop {
-                match apply_batch(&mut conn, &batch) {
-                    Ok(last) => break last,
+    }
+
+    /// Reads a batch back from the log. The bytes were fsync'd before their senders were
+    /// answered, so a record that cannot be read is a disk failure: retried, never skipped.
+    /// `None` when the store closes first.
+    fn load_batch(&self, queued: Vec<Queued>) -> Option<Vec<Logged>> {
+        let mut batch = Vec::with_capacity(queued.len());
+        for q in queued {
+            let mut wait = RETRY_FIRST;
+            loop {
+                match q.load() {
+                    Ok(logged) => {
+                        batch.push(logged);
+                        break;
+                    }
                     Err(error) => {
-                        // Everything in the batch is in the log: nothing is lost by waiting.
-                        tracing::error!(%error, "cannot apply the ingest log to the store; retrying");
-                        std::thread::sleep(Duration::from_millis(500));
+                        tracing::error!(seq = q.seq, %error, "cannot read back an ingest log record; retrying");
+                        if !self.pause(wait) {
+                            return None;
+                        }
+                        wait = (wait * 2).min(RETRY_MAX);
                     }
                 }
-            };
-            // A slice at a time: every accept takes this lock, and this thread runs at the
-            // lowest priority, so holding it for a whole batch could leave acknowledgements
-            // waiting for a thread the scheduler has put last. Records already in the tables
-            // but still in the overlay are not counted twice (`Pending::enrichments`).
-            for slice in batch.chunks(OVERLAY_SLICE) {
-                let mut overlay = overlay.lock().unwrap_or_else(|p| p.into_inner());
-                for record in slice {
-                    overlay.remove(record);
-                }
             }
-            applied.send_replace(last);
         }
-        if closed {
-            break;
+        Some(batch)
+    }
+
+    /// Sleeps `wait`, in short steps so a closing store is noticed at once; false when it is
+    /// closing.
+    fn pause(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if self.closing.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(wait));
         }
+        !self.closing.load(Ordering::Acquire)
     }
 }
 
@@ -194,27 +268,6 @@ pub(super) fn lower_priority() {
             tracing::debug!("cannot lower the store applier's priority");
         }
     }
-}
-
-/// Reads a batch back from the log. The bytes were fsync'd before their senders were
-/// answered, so a record that cannot be read is a disk failure: retried, never skipped.
-pub(super) fn load_batch(queued: Vec<Queued>) -> Vec<Logged> {
-    let mut batch = Vec::with_capacity(queued.len());
-    for q in queued {
-        loop {
-            match q.load() {
-                Ok(logged) => {
-                    batch.push(logged);
-                    break;
-                }
-                Err(error) => {
-                    tracing::error!(seq = q.seq, %error, "cannot read back an ingest log record; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-        }
-    }
-    batch
 }
 
 /// Applies the records after the store's high-water mark in one transaction and moves the

@@ -88,6 +88,8 @@ pub(super) fn start_ingest(
     let logged = Arc::new(AtomicU64::new(next_seq - 1));
     let (applied_tx, applied_rx) = watch::channel(next_seq - 1);
     let hurry = Arc::new(AtomicBool::new(false));
+    let closing = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(WriteHealth::default());
     let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel::<Queued>(APPLY_QUEUE);
     let reader = open_connection(path)?;
     let checkpoint_conn = open_connection(path)?;
@@ -120,6 +122,7 @@ pub(super) fn start_ingest(
         logged: logged.clone(),
         apply: apply_tx,
         last_group: 0,
+        health: health.clone(),
     };
     threads.push(
         std::thread::Builder::new()
@@ -131,8 +134,16 @@ pub(super) fn start_ingest(
         std::thread::Builder::new()
             .name("runlink-store-apply".into())
             .spawn({
-                let hurry = hurry.clone();
-                move || apply_loop(apply_conn, apply_rx, overlay, applied_tx, hurry, enrich)
+                let applier = Applier {
+                    conn: apply_conn,
+                    overlay,
+                    applied: applied_tx,
+                    hurry: hurry.clone(),
+                    enrich,
+                    closing: closing.clone(),
+                    health: health.clone(),
+                };
+                move || applier.run(apply_rx)
             })
             .map_err(spawn_err)?,
     );
@@ -159,6 +170,9 @@ pub(super) fn start_ingest(
         logged,
         applied: applied_rx,
         hurry,
+        closing,
+        health,
+        dir: dir.to_path_buf(),
         threads,
         _lock: lock,
     })
@@ -303,6 +317,7 @@ pub(super) struct Flusher {
     pub(super) apply: std::sync::mpsc::SyncSender<Queued>,
     /// Records in the last group written.
     pub(super) last_group: usize,
+    pub(super) health: Arc<WriteHealth>,
 }
 
 impl Flusher {
@@ -351,6 +366,7 @@ impl Flusher {
             Ok(written) => written,
             Err(error) => {
                 let message = error.to_string();
+                self.health.failed(WritePart::IngestLog, &message);
                 let later = {
                     let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
                     let later = std::mem::take(&mut state.pending);
@@ -368,6 +384,7 @@ impl Flusher {
                 return true;
             }
         };
+        self.health.succeeded(WritePart::IngestLog);
         let fsync_started = Instant::now();
         if let Err(error) = file.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages: what is on

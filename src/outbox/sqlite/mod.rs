@@ -21,12 +21,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
+use super::health::{WriteHealth, WritePart, available_bytes};
 use super::journal::{self, FieldReader, Fields, Journal, JournalError};
 use super::keys::KeyFilter;
 use super::{
     AcceptOutcome, Accepted, AuditQuery, Comment, Enrich, EnrichError, FSYNC_BUCKETS, ItemState,
     LogStats, Matching, OutboxCounts, OutboxItem, OutboxRow, Requeue, Settle, Store, StoreError,
-    StoredTicket, fsync_bucket, now_ms,
+    StoredTicket, WriteState, fsync_bucket, now_ms,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
@@ -100,6 +101,12 @@ struct Ingest {
     applied: watch::Receiver<u64>,
     /// Set by a reader that waits for the applier.
     hurry: Arc<AtomicBool>,
+    /// Set when the last handle goes: the applier stops retrying what it cannot write (the
+    /// log keeps it for the next start) instead of holding the shutdown.
+    closing: Arc<AtomicBool>,
+    health: Arc<WriteHealth>,
+    /// The log's directory: where free space is looked up while the log cannot be written.
+    dir: PathBuf,
     threads: Vec<std::thread::JoinHandle<()>>,
     _lock: journal::Lock,
 }
@@ -109,6 +116,7 @@ impl Drop for Inner {
     /// owner (in this process or another) starts from tables that are up to date.
     fn drop(&mut self) {
         if let Some(ingest) = &mut self.ingest {
+            ingest.closing.store(true, Ordering::Release);
             {
                 let mut state = ingest.log.state.lock().unwrap_or_else(|p| p.into_inner());
                 state.closed = true;
@@ -187,6 +195,31 @@ impl SqliteStore {
         });
         open.insert(key, Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
+    }
+
+    /// The secret stored under `name`, stored as `fresh` first if there is none. Read before
+    /// the store is opened: the applier signs the comments of tickets a crash left unmatched
+    /// while it opens.
+    pub fn stored_secret(path: &Path, name: &str, fresh: &str) -> Result<String, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = open_connection(path)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )?;
+        conn.execute(
+            "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            params![name, fresh],
+        )?;
+        Ok(conn.query_row(
+            "SELECT value FROM secrets WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?)
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>

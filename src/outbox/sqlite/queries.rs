@@ -303,6 +303,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn write_state(&self) -> WriteState {
+        let Some(ingest) = &self.inner.ingest else {
+            return WriteState::default();
+        };
+        // Nothing retries a log write that failed until a webhook comes, and none comes while
+        // the replica is not ready: room on the disk is what ends that failure.
+        if ingest.health.failing(WritePart::IngestLog)
+            && available_bytes(&ingest.dir).is_some_and(|free| free >= journal::ROOM_TO_WRITE)
+        {
+            ingest.health.succeeded(WritePart::IngestLog);
+        }
+        ingest.health.state()
+    }
+
     fn backlog(&self) -> u64 {
         self.inner.ingest.as_ref().map_or(0, |i| {
             i.logged

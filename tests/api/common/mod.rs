@@ -1,6 +1,7 @@
 //! Shared helpers: start the real application on a random port with a temp store and a
 //! wiremock standing in for GitHub, and talk to it over real sockets.
 
+pub mod disk;
 pub mod double;
 pub mod pg;
 pub mod process;
