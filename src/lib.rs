@@ -24,6 +24,7 @@ pub mod render;
 mod reply_routing;
 pub mod runbooks;
 pub mod search;
+pub mod semantic;
 pub mod signature;
 pub mod startup;
 mod suggest;

@@ -317,6 +317,11 @@ impl Pipeline {
         self.enricher.matcher.current().index().len()
     }
 
+    /// Whether the embedding model takes part in matching.
+    pub fn semantic(&self) -> bool {
+        self.enricher.matcher.current().semantic().is_some()
+    }
+
     #[tracing::instrument(skip_all, fields(ticket = %ticket.id, delivery = %ticket.delivery))]
     pub async fn accept(&self, ticket: Ticket) -> Result<AcceptOutcome, PipelineError> {
         let enricher = &self.enricher;

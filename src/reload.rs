@@ -19,6 +19,7 @@ use crate::pipeline::MatcherHandle;
 use crate::runbooks::lint::{Severity, lint};
 use crate::runbooks::{Corpus, CorpusError};
 use crate::search::{RunbookIndex, SearchError};
+use crate::semantic::SemanticSetup;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReloadError {
@@ -46,6 +47,9 @@ pub(crate) struct Reloader {
     pub base_url: url::Url,
     pub settings: MatcherSettings,
     pub matcher: Arc<MatcherHandle>,
+    /// The model, when loaded: a reloaded corpus is embedded too (from the cache, but for
+    /// the runbooks that changed).
+    pub semantic: Option<SemanticSetup>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     /// One reload at a time: two triggers at once must not race their swaps.
@@ -56,6 +60,7 @@ fn build(
     dir: &Path,
     base_url: &url::Url,
     settings: MatcherSettings,
+    semantic: Option<&SemanticSetup>,
 ) -> Result<(Matcher, usize), ReloadError> {
     let corpus = Corpus::load(dir, base_url)?;
     let findings = lint(&corpus);
@@ -69,20 +74,25 @@ fn build(
     }
     let warnings = findings.len();
     let index = RunbookIndex::build(corpus.runbooks)?;
-    Ok((Matcher::new(Arc::new(index), settings), warnings))
+    Ok((
+        crate::wiring::matcher_over(index, settings, semantic),
+        warnings,
+    ))
 }
 
 impl Reloader {
     pub(crate) async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
-        let (dir, base, settings) = (
+        let (dir, base, settings, semantic) = (
             self.dir.clone(),
             self.base_url.clone(),
             self.settings.clone(),
+            self.semantic.clone(),
         );
-        let built = tokio::task::spawn_blocking(move || build(&dir, &base, settings))
-            .await
-            .map_err(|e| ReloadError::Join(e.to_string()))?;
+        let built =
+            tokio::task::spawn_blocking(move || build(&dir, &base, settings, semantic.as_ref()))
+                .await
+                .map_err(|e| ReloadError::Join(e.to_string()))?;
         let outcome = match built {
             Ok((matcher, warnings)) => {
                 let report = ReloadReport {

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Store;
 use crate::pipeline::Pipeline;
 use crate::reload::{self, Reloader};
+use crate::semantic::SemanticSetup;
 use crate::wiring::{
     BuildError, build_destinations, build_enricher, marker_key, open_store_with, retry_policy,
 };
@@ -41,6 +42,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("start-up task failed: {0}")]
+    Join(String),
 }
 
 pub struct Application {
@@ -67,12 +70,18 @@ impl Application {
         )?;
         let metrics = Arc::new(Metrics::new());
         tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
-        let enricher = Arc::new(build_enricher(
-            &config,
-            templates,
-            metrics.clone(),
-            marker.clone(),
-        )?);
+        // Loading the model and embedding the corpus take seconds: off the async threads.
+        let (enricher, semantic) = {
+            let (config, metrics, marker) = (config.clone(), metrics.clone(), marker.clone());
+            tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
+                let semantic = SemanticSetup::from_config(&config.matcher)?;
+                let enricher =
+                    build_enricher(&config, templates, metrics, marker, semantic.as_ref())?;
+                Ok((Arc::new(enricher), semantic))
+            })
+            .await
+            .map_err(|e| StartError::Join(e.to_string()))??
+        };
         let store = open_store_with(&config.store, Some(enricher.clone())).await?;
         let open = config.sources.unauthenticated();
         if !open.is_empty() {
@@ -91,6 +100,7 @@ impl Application {
                 min_confidence: config.matcher.min_confidence,
             },
             matcher: enricher.matcher.clone(),
+            semantic,
             store: store.clone(),
             metrics: metrics.clone(),
             running: tokio::sync::Mutex::new(()),

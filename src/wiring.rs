@@ -24,6 +24,7 @@ use crate::render::MarkerKey;
 use crate::render::Renderer;
 use crate::runbooks::{Corpus, CorpusError};
 use crate::search::{RunbookIndex, SearchError};
+use crate::semantic::{SemanticError, SemanticSetup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -39,6 +40,8 @@ pub enum BuildError {
     Client(#[from] reqwest::Error),
     #[error("config key {0}")]
     GenericTemplate(#[from] GenericTemplateError),
+    #[error("config key `matcher.model_dir`: {0}")]
+    Semantic(#[from] SemanticError),
 }
 
 /// Loads the corpus and builds the matcher; shared by the server and the CLI so both match
@@ -47,10 +50,25 @@ pub fn build_matcher(
     dir: &std::path::Path,
     base_url: &url::Url,
     settings: MatcherSettings,
+    semantic: Option<&SemanticSetup>,
 ) -> Result<(Matcher, Vec<crate::runbooks::LoadError>), BuildError> {
     let corpus = Corpus::load(dir, base_url)?;
     let index = RunbookIndex::build(corpus.runbooks)?;
-    Ok((Matcher::new(Arc::new(index), settings), corpus.errors))
+    Ok((matcher_over(index, settings, semantic), corpus.errors))
+}
+
+/// A matcher over a built index, with the semantic signal when it is set up.
+pub fn matcher_over(
+    index: RunbookIndex,
+    settings: MatcherSettings,
+    semantic: Option<&SemanticSetup>,
+) -> Matcher {
+    let semantic = semantic.and_then(|s| s.index(index.runbooks()));
+    let matcher = Matcher::new(Arc::new(index), settings);
+    match semantic {
+        Some(semantic) => matcher.with_semantic(semantic),
+        None => matcher,
+    }
 }
 
 /// Opens the configured store and brings its schema up to date. Without an `Enrich` the
@@ -133,7 +151,14 @@ impl LazyEnricher {
                     &retry_policy(&self.config),
                     &marker,
                 )?;
-                build_enricher(&self.config, templates, Arc::new(Metrics::new()), marker)
+                let semantic = SemanticSetup::from_config(&self.config.matcher)?;
+                build_enricher(
+                    &self.config,
+                    templates,
+                    Arc::new(Metrics::new()),
+                    marker,
+                    semantic.as_ref(),
+                )
             };
             build().map_err(Arc::new)
         });
@@ -164,6 +189,7 @@ pub fn build_enricher(
     templates: HashMap<String, String>,
     metrics: Arc<Metrics>,
     marker: MarkerKey,
+    semantic: Option<&SemanticSetup>,
 ) -> Result<Enricher, BuildError> {
     let (matcher, load_errors) = build_matcher(
         &config.runbooks_dir,
@@ -172,6 +198,7 @@ pub fn build_enricher(
             top_k: config.matcher.top_k,
             min_confidence: config.matcher.min_confidence,
         },
+        semantic,
     )?;
     for error in &load_errors {
         tracing::warn!(%error, "runbook skipped");

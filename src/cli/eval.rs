@@ -44,6 +44,9 @@ pub struct EvalArgs {
     /// confidence weights are fitted on.
     #[arg(long)]
     dump_features: Option<PathBuf>,
+    /// Match on words alone, without the embedding model (to compare the two).
+    #[arg(long)]
+    no_semantic: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +103,8 @@ impl Case {
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub name: String,
+    /// Whether the embedding model took part (`semantic: on`).
+    pub semantic: bool,
     pub cases: usize,
     pub positives: usize,
     pub negatives: usize,
@@ -112,6 +117,10 @@ pub struct Report {
     pub confident_of_wrong: f64,
     /// Of the cases no runbook covers, the share with a confident (so wrong) answer.
     pub negatives_confident: f64,
+    /// Of all answers runlink would post, the share that is wrong (wrong runbook first, or
+    /// a runbook for an alarm none covers): what an operator is misled by.
+    pub confident_wrong: usize,
+    pub confident_answers: usize,
     pub failures: Vec<Failure>,
 }
 
@@ -130,10 +139,11 @@ fn ratio(n: usize, d: usize) -> f64 {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let (matcher, normalizer) =
-        super::match_cmd::matcher_for(&args.runbooks, args.config.as_deref())?;
+        super::match_cmd::matcher_with(&args.runbooks, args.config.as_deref(), !args.no_semantic)?;
     let file = std::fs::File::open(&args.cases)
         .with_context(|| format!("cannot open {}", args.cases.display()))?;
     let mut report = Report {
+        semantic: matcher.semantic().is_some(),
         name: args
             .name
             .clone()
@@ -246,6 +256,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     report.confident_of_correct = ratio(correct_conf, correct);
     report.confident_of_wrong = ratio(wrong_conf, wrong);
     report.negatives_confident = ratio(neg_conf, report.negatives);
+    report.confident_wrong = wrong_conf + neg_conf;
+    report.confident_answers = correct_conf + wrong_conf + neg_conf;
 
     if args.json {
         if !args.failures {
@@ -260,8 +272,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report(r: &Report, failures: bool) {
     println!(
-        "{}: {} cases ({} with a runbook, {} without)",
-        r.name, r.cases, r.positives, r.negatives
+        "{}: {} cases ({} with a runbook, {} without), semantic: {}",
+        r.name,
+        r.cases,
+        r.positives,
+        r.negatives,
+        if r.semantic { "on" } else { "off" }
     );
     if r.positives > 0 {
         println!(
@@ -278,6 +294,14 @@ fn print_report(r: &Report, failures: bool) {
         println!(
             "  no-runbook cases answered confidently (wrong): {:.1}%",
             r.negatives_confident * 100.0
+        );
+    }
+    if r.confident_answers > 0 {
+        println!(
+            "  confident answers that are wrong: {:.1}% ({} of {})",
+            r.confident_wrong as f64 * 100.0 / r.confident_answers as f64,
+            r.confident_wrong,
+            r.confident_answers
         );
     }
     if failures {

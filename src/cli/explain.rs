@@ -132,6 +132,13 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  query terms  {}", explained.query_terms.join(" "));
     println!();
+    match matcher.semantic() {
+        Some(s) => println!(
+            "semantic: on (meaning similarity weighs {:.2} beside the words; candidates in fused order)",
+            s.weight
+        ),
+        None => println!("semantic: off (words alone)"),
+    }
     println!(
         "candidates (threshold {:.2})",
         matcher.settings().min_confidence

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use runlink::ingest::manual::ManualTicket;
 use runlink::matcher::{Matcher, MatcherSettings};
+use runlink::semantic::SemanticSetup;
 use runlink::signature::{AlarmSignature, Normalizer};
 use runlink::ticket::Ticket;
 use runlink::wiring::build_matcher;
@@ -47,7 +48,22 @@ pub fn matcher_for(
     runbooks: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<(Matcher, Normalizer)> {
+    matcher_with(runbooks, config, true)
+}
+
+/// `matcher_for`, with the semantic signal only when `semantic` (`eval --no-semantic`
+/// compares the two).
+pub fn matcher_with(
+    runbooks: &std::path::Path,
+    config: Option<&std::path::Path>,
+    semantic: bool,
+) -> anyhow::Result<(Matcher, Normalizer)> {
     let config = super::load_config(config)?;
+    let setup = if semantic {
+        SemanticSetup::from_config(&config.matcher)?
+    } else {
+        None
+    };
     let (matcher, errors) = build_matcher(
         runbooks,
         &config.runbooks_base_url,
@@ -55,6 +71,7 @@ pub fn matcher_for(
             top_k: config.matcher.top_k,
             min_confidence: config.matcher.min_confidence,
         },
+        setup.as_ref(),
     )
     .with_context(|| format!("cannot load runbooks from {}", runbooks.display()))?;
     for error in errors {

@@ -80,6 +80,10 @@ impl TryFrom<RawSettings> for Config {
                 no_match_text: raw.matcher.no_match_text,
                 coalesce: Duration::from_secs(raw.matcher.coalesce_secs),
                 normalize,
+                model_dir: raw.matcher.model_dir,
+                semantic_weight: check_weight(raw.matcher.semantic_weight)?,
+                embedding_cache_dir: Some(raw.matcher.embedding_cache_dir)
+                    .filter(|d| !d.as_os_str().is_empty()),
             },
             outbox: OutboxConfig {
                 worker: raw.outbox.worker,
@@ -123,4 +127,15 @@ fn check_replies(sources: &Sources, destinations: &[String]) -> Result<(), Confi
         }
     }
     Ok(())
+}
+
+fn check_weight(weight: f32) -> Result<f32, ConfigError> {
+    if (0.0..=1.0).contains(&weight) {
+        Ok(weight)
+    } else {
+        Err(ConfigError::invalid(
+            "matcher.semantic_weight",
+            format!("{weight} is not between 0 and 1"),
+        ))
+    }
 }

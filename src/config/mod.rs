@@ -100,6 +100,13 @@ pub struct MatcherConfig {
     pub no_match_text: String,
     pub coalesce: Duration,
     pub normalize: crate::signature::Normalizer,
+    /// The sentence-embedding model (`scripts/fetch-model.sh`); matching is lexical only
+    /// while it is missing.
+    pub model_dir: PathBuf,
+    /// Share of the semantic score in the text ranking, in [0, 1]; 0 turns the model off.
+    pub semantic_weight: f32,
+    /// Where runbook embeddings are kept between builds; empty: not kept.
+    pub embedding_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

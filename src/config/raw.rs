@@ -61,6 +61,9 @@ pub struct RawMatcher {
     pub coalesce_secs: u64,
     #[serde(default)]
     pub normalize: Vec<crate::signature::NormalizeRule>,
+    pub model_dir: PathBuf,
+    pub semantic_weight: f32,
+    pub embedding_cache_dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]

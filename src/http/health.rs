@@ -15,6 +15,8 @@ pub(super) async fn healthz() -> HttpResponse {
 #[derive(Serialize)]
 struct Ready {
     runbooks: usize,
+    /// "on" while the embedding model takes part in matching, "off" on words alone.
+    semantic: &'static str,
     outbox: crate::outbox::OutboxCounts,
     /// Accepts durable in the ingest log and not yet in the tables: a burst being absorbed.
     ingest_backlog: u64,
@@ -52,6 +54,7 @@ pub(super) async fn readyz(
     })?;
     let ready = Ready {
         runbooks: pipeline.runbooks(),
+        semantic: if pipeline.semantic() { "on" } else { "off" },
         outbox,
         ingest_backlog: pipeline.store.backlog(),
         shedding: limits.shedding(&metrics),

@@ -11,11 +11,13 @@ use crate::runbooks::Runbook;
 use crate::search::{RunbookIndex, SearchError};
 use crate::signature::AlarmSignature;
 
+mod fusion;
 mod rerank;
 mod rules;
 #[cfg(test)]
 mod tests;
 
+pub use fusion::{FusedHit, Semantic};
 pub use rerank::TextHit;
 use rerank::text_confidence;
 use rules::ExplicitRules;
@@ -27,8 +29,16 @@ pub enum MatchReason {
     Alarm { name: String },
     /// A front-matter `match` regex matched the signature.
     Rule { pattern: String },
-    /// Ranked full-text search; `terms` are the query terms the runbook contains.
-    FullText { terms: Vec<String> },
+    /// Ranked full-text search; `terms` are the query terms the runbook contains. With the
+    /// semantic signal, `similarity` is the ticket's cosine similarity to the runbook and
+    /// `lexical_rank` where the words alone ranked it (1 first).
+    FullText {
+        terms: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        similarity: Option<f32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lexical_rank: Option<usize>,
+    },
 }
 
 impl MatchReason {
@@ -36,9 +46,23 @@ impl MatchReason {
         match self {
             MatchReason::Alarm { name } => format!("alert name `{name}` is listed by this runbook"),
             MatchReason::Rule { pattern } => format!("match rule `{pattern}`"),
-            MatchReason::FullText { terms } => {
+            MatchReason::FullText {
+                terms,
+                similarity,
+                lexical_rank,
+            } => {
                 let shown: Vec<_> = terms.iter().take(6).map(String::as_str).collect();
-                format!("text search on: {}", shown.join(", "))
+                let mut out = if shown.is_empty() {
+                    "similar in meaning".to_string()
+                } else {
+                    format!("text search on: {}", shown.join(", "))
+                };
+                if let (Some(similarity), Some(rank)) = (similarity, lexical_rank) {
+                    out.push_str(&format!(
+                        " (meaning similarity {similarity:.2}, words alone rank {rank})"
+                    ));
+                }
+                out
             }
         }
     }
@@ -84,6 +108,7 @@ pub struct Matcher {
     index: Arc<RunbookIndex>,
     rules: ExplicitRules,
     settings: MatcherSettings,
+    semantic: Option<Semantic>,
 }
 
 /// Candidates in rank order, each runbook at most once (its best reason wins).
@@ -115,7 +140,19 @@ impl Matcher {
             rules: ExplicitRules::new(index.runbooks()),
             index,
             settings,
+            semantic: None,
         }
+    }
+
+    /// With the semantic signal beside the lexical one (its index must be built over this
+    /// matcher's runbooks, in the same order).
+    pub fn with_semantic(mut self, semantic: Semantic) -> Self {
+        self.semantic = Some(semantic);
+        self
+    }
+
+    pub fn semantic(&self) -> Option<&Semantic> {
+        self.semantic.as_ref()
     }
 
     pub fn index(&self) -> &Arc<RunbookIndex> {
@@ -142,32 +179,38 @@ impl Matcher {
         self.rules.answer(signature, runbooks, &mut ranked);
 
         if ranked.candidates.len() < top_k {
-            let hits = self.rank_text(signature, top_k.max(2) + 1)?;
+            let hits = self.fused_text(signature, top_k.max(2) + 1)?;
             let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
             // A winner that does not stand clear of the runner-up is a coin toss between
-            // them, however well both fit: no text answer is confident then.
+            // them, however well both fit; and a winner the words alone would not have
+            // chosen is the two signals disagreeing. No text answer is confident then.
             let clear = match (scores.first(), scores.get(1)) {
                 (Some(best), Some(next)) if *best > 0.0 => (best - next) / best >= MIN_MARGIN,
                 _ => true,
             };
-            let ceiling = if clear {
+            let agreed = hits.first().is_none_or(|h| h.lexical_rank == 0);
+            let ceiling = if clear && agreed {
                 1.0
             } else {
                 (self.settings.min_confidence - 0.01).max(0.0)
             };
-            for (i, hit) in hits.into_iter().enumerate() {
+            for (i, fused) in hits.into_iter().enumerate() {
                 // Only the winner can stand clear of a runner-up.
                 let margin = match (i, scores.get(1)) {
-                    (0, Some(next)) if hit.score > 0.0 => (hit.score - next) / hit.score,
+                    (0, Some(next)) if fused.score > 0.0 => (fused.score - next) / fused.score,
                     (0, None) => 1.0,
                     _ => 0.0,
                 };
-                let confidence = text_confidence(&hit, margin).min(ceiling);
+                let confidence = text_confidence(&fused.hit, margin).min(ceiling);
                 ranked.push(
-                    hit.ord,
-                    hit.score,
+                    fused.hit.ord,
+                    fused.score,
                     confidence,
-                    MatchReason::FullText { terms: hit.terms },
+                    MatchReason::FullText {
+                        terms: fused.hit.terms,
+                        similarity: fused.similarity,
+                        lexical_rank: fused.similarity.map(|_| fused.lexical_rank + 1),
+                    },
                 );
             }
         }

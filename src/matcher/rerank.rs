@@ -43,6 +43,17 @@ impl Matcher {
         signature: &AlarmSignature,
         limit: usize,
     ) -> Result<Vec<TextHit>, SearchError> {
+        self.rank_text_with(signature, limit, &[])
+    }
+
+    /// `rank_text`, with the runbooks `also` scored by the same features even when BM25 did
+    /// not retrieve them (the semantic signal's nearest runbooks; their BM25 share is 0).
+    pub(super) fn rank_text_with(
+        &self,
+        signature: &AlarmSignature,
+        limit: usize,
+        also: &[usize],
+    ) -> Result<Vec<TextHit>, SearchError> {
         let index = &self.index;
         let mut terms = index.query_terms(&signature.search_text());
         // A long ticket body would make a query of hundreds of terms; the most informative
@@ -66,10 +77,18 @@ impl Matcher {
             }
         }
         let pool = limit.max(RERANK_POOL);
-        let hits = index.search(&weighted, pool)?;
+        let mut hits = index.search(&weighted, pool)?;
         let Some(best) = hits.first().map(|h| h.score).filter(|s| *s > 0.0) else {
             return Ok(Vec::new());
         };
+        for ord in also {
+            if !hits.iter().any(|h| h.ord == *ord) {
+                hits.push(crate::search::Hit {
+                    ord: *ord,
+                    score: 0.0,
+                });
+            }
+        }
         let query: std::collections::HashSet<&str> = terms.iter().map(String::as_str).collect();
         let title_terms =
             index.query_terms(&crate::signature::strip_class_tokens(&signature.title));
@@ -125,7 +144,7 @@ impl Matcher {
             })
             .collect();
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
-        out.truncate(limit);
+        out.truncate(limit.max(RERANK_POOL) + also.len());
         Ok(out)
     }
 }

@@ -234,7 +234,7 @@ async fn sigterm_cancels_a_hung_post_in_time_and_the_restart_does_not_post_twice
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout_ms = 4000\n[runbooks]\ndir = \"{}\"\nwatch = false\n[templates]\ndir = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n[outbox]\npoll_interval_ms = 50\nrequest_timeout_ms = 60000\nlease_secs = 150\n[sources.github]\nsecret = \"{SECRET}\"\n[destinations.github]\napi_url = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout_ms = 4000\n[runbooks]\ndir = \"{}\"\nwatch = false\n[templates]\ndir = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n[matcher]\nsemantic_weight = 0.0\n[outbox]\npoll_interval_ms = 50\nrequest_timeout_ms = 60000\nlease_secs = 150\n[sources.github]\nsecret = \"{SECRET}\"\n[destinations.github]\napi_url = \"{}\"\ntoken = \"{TOKEN}\"\n",
             repo_path("index/runbooks").display(),
             repo_path("templates").display(),
             dir.path().join("runlink.db").display(),

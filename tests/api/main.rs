@@ -18,5 +18,6 @@ mod http;
 mod matching;
 mod reload;
 mod replicas;
+mod semantic;
 mod sources;
 mod store;

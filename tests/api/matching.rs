@@ -28,7 +28,7 @@ fn enricher(config: &runlink::config::Config) -> Arc<Enricher> {
         runlink::wiring::build_destinations(&config.destinations, &client, &policy, &marker)
             .unwrap();
     Arc::new(
-        runlink::wiring::build_enricher(config, templates, Arc::new(Metrics::new()), marker)
+        runlink::wiring::build_enricher(config, templates, Arc::new(Metrics::new()), marker, None)
             .unwrap(),
     )
 }

@@ -44,6 +44,9 @@ base_url = "https://runbooks.example.com/"
 dir = "{templates}"
 [store]
 url = "sqlite://{store}"
+# Words alone: these tests are about the service; tests/api/semantic.rs covers the model.
+[matcher]
+semantic_weight = 0.0
 [outbox]
 poll_interval_ms = 50
 backoff_base_ms = 50

@@ -27,6 +27,8 @@ watch = false
 dir = "{templates}"
 [store]
 url = "{store_url}"
+[matcher]
+semantic_weight = 0.0
 [outbox]
 poll_interval_ms = 50
 backoff_base_ms = 50
