@@ -95,10 +95,20 @@ impl Embedder {
             }))
             .map_err(|e| SemanticError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams::default()));
-        let weights = read("model.safetensors")?;
-        let digest = hex::encode(Sha256::digest(&weights));
+        let weights = dir.join("model.safetensors");
+        let digest = file_digest(&weights).map_err(|source| SemanticError::Read {
+            dir: dir.display().to_string(),
+            file: "model.safetensors",
+            source,
+        })?;
         let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
+        // Mapped, not read: the tensors are copied out of the mapping, which goes when the
+        // loader does, so the weights are in memory once (a read would hold them twice
+        // more while loading, ~180 MB above the server's steady size).
+        // SAFETY: the mapping is read while `BertModel::load` runs. scripts/fetch-model.sh
+        // replaces a model by renaming a new directory into place, never by rewriting the
+        // file under a running process.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device)? };
         let model = BertModel::load(vb, &config)?;
         Ok(Embedder {
             model,
@@ -209,6 +219,22 @@ impl SemanticSetup {
             }
         }
     }
+}
+
+/// SHA-256 of a file, read a block at a time.
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut block)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&block[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Cosine similarity of two unit vectors.
