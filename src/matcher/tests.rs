@@ -206,3 +206,60 @@ fn replicas_mismatch_family_is_told_apart_by_the_workload() {
         "kubernetes/KubeHpaReplicasMismatch.md"
     );
 }
+
+/// With the model, a text winner the words alone did not rank first is never confident, and
+/// a winner both signals agree on can be. Runbooks that share words with one ticket and
+/// meaning with another make the signals disagree.
+#[test]
+fn a_winner_the_words_did_not_choose_is_not_confident() {
+    let Some(model) = crate::semantic::test_model() else {
+        return;
+    };
+    let matcher = matcher(&[
+        (
+            "crash.md",
+            "# Container crash loop\n\n## Meaning\n\nA container exits soon after it starts and the kubelet backs off before the next attempt.\n",
+        ),
+        (
+            "backup.md",
+            "# Restarting the nightly backup\n\n## Meaning\n\nHow to restart the backup job repeatedly skipped by the scheduler in namespace shop.\n",
+        ),
+        (
+            "disk.md",
+            "# Disk space\n\n## Meaning\n\nA filesystem is almost full of data.\n",
+        ),
+    ]);
+    let semantic =
+        crate::semantic::SemanticIndex::build(Arc::new(model), matcher.index().runbooks(), None)
+            .unwrap();
+    let matcher = matcher.with_semantic(Semantic {
+        index: Arc::new(semantic),
+        weight: 0.6,
+    });
+    let mut disagreed = 0;
+    for title in [
+        "pods restarting repeatedly in namespace shop",
+        "pods keep dying and coming back over and over in namespace shop",
+        "pod keeps crashing right after start, back-off restarting failed container",
+        "filesystem on db-1 is almost full",
+    ] {
+        let decision = matcher.decide(&signature(title, None), 3).unwrap();
+        let first = &decision.candidates[0];
+        let MatchReason::FullText { lexical_rank, .. } = &first.reason else {
+            panic!("a text answer: {:?}", first.reason);
+        };
+        if *lexical_rank != Some(1) {
+            disagreed += 1;
+            assert!(!first.confident, "{title}: {first:?}");
+        }
+    }
+    assert!(disagreed > 0, "no ticket made the two signals disagree");
+    let agreed = matcher
+        .decide(
+            &signature("filesystem on db-1 is almost full of data", None),
+            3,
+        )
+        .unwrap();
+    assert_eq!(agreed.candidates[0].runbook.id.as_str(), "disk.md");
+    assert!(agreed.is_confident(), "{:?}", agreed.candidates[0]);
+}

@@ -242,6 +242,12 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// The model for tests in other modules (`None`, said, where it is not fetched).
+#[cfg(test)]
+pub(crate) fn test_model() -> Option<Embedder> {
+    tests::model()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
