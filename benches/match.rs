@@ -237,6 +237,7 @@ fn main() {
                 setup.embedder.clone(),
                 &runbooks,
                 setup.cache_dir.as_deref(),
+                "bench",
             )
             .unwrap();
             println!(
@@ -245,7 +246,7 @@ fn main() {
                 started.elapsed()
             );
         }
-        runlink::wiring::matcher_over(index, settings, Some(&setup))
+        runlink::wiring::matcher_over(index, settings, Some(&setup), Path::new("bench"))
     } else {
         Matcher::new(Arc::new(index), settings)
     };

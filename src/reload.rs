@@ -75,7 +75,7 @@ fn build(
     let warnings = findings.len();
     let index = RunbookIndex::build(corpus.runbooks)?;
     Ok((
-        crate::wiring::matcher_over(index, settings, semantic),
+        crate::wiring::matcher_over(index, settings, semantic, dir),
         warnings,
     ))
 }

@@ -54,7 +54,7 @@ pub fn build_matcher(
 ) -> Result<(Matcher, Vec<crate::runbooks::LoadError>), BuildError> {
     let corpus = Corpus::load(dir, base_url)?;
     let index = RunbookIndex::build(corpus.runbooks)?;
-    Ok((matcher_over(index, settings, semantic), corpus.errors))
+    Ok((matcher_over(index, settings, semantic, dir), corpus.errors))
 }
 
 /// A matcher over a built index, with the semantic signal when it is set up.
@@ -62,8 +62,9 @@ pub fn matcher_over(
     index: RunbookIndex,
     settings: MatcherSettings,
     semantic: Option<&SemanticSetup>,
+    corpus_dir: &std::path::Path,
 ) -> Matcher {
-    let semantic = semantic.and_then(|s| s.index(index.runbooks()));
+    let semantic = semantic.and_then(|s| s.index(index.runbooks(), corpus_dir));
     let matcher = Matcher::new(Arc::new(index), settings);
     match semantic {
         Some(semantic) => matcher.with_semantic(semantic),

@@ -229,9 +229,13 @@ fn a_winner_the_words_did_not_choose_is_not_confident() {
             "# Disk space\n\n## Meaning\n\nA filesystem is almost full of data.\n",
         ),
     ]);
-    let semantic =
-        crate::semantic::SemanticIndex::build(Arc::new(model), matcher.index().runbooks(), None)
-            .unwrap();
+    let semantic = crate::semantic::SemanticIndex::build(
+        Arc::new(model),
+        matcher.index().runbooks(),
+        None,
+        "",
+    )
+    .unwrap();
     let matcher = matcher.with_semantic(Semantic {
         index: Arc::new(semantic),
         weight: 0.6,

@@ -1,5 +1,7 @@
 //! Runbook embeddings kept on disk between builds: a restart or a hot reload embeds only the
-//! runbooks whose text changed. One file per model (named by its digest), holding for each
+//! runbooks whose text changed. One file per model and corpus (named by the model's digest
+//! and a digest of the corpus directory, so a server and a tool on another corpus do not
+//! evict each other's vectors), holding for each
 //! runbook text its SHA-256 and vector; rewritten whole (to a temporary name, then renamed)
 //! with the texts of the last build, so it never grows past the corpus.
 
@@ -26,9 +28,9 @@ pub(super) struct Cache {
 
 impl Cache {
     /// The cache of model `digest` in `dir`; empty when there is none or it cannot be read.
-    pub(super) fn open(dir: &Path, digest: &str) -> Cache {
+    pub(super) fn open(dir: &Path, digest: &str, scope: &str) -> Cache {
         let path = dir.join(format!(
-            "embeddings-{}.bin",
+            "embeddings-{}-{scope}.bin",
             &digest[..digest.len().min(16)]
         ));
         let (dim, entries) = match read(&path) {
@@ -132,21 +134,21 @@ mod tests {
     #[test]
     fn vectors_survive_a_reopen_and_only_the_last_build_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cache = Cache::open(dir.path(), "abcdef0123456789ffff");
+        let mut cache = Cache::open(dir.path(), "abcdef0123456789ffff", "c1");
         assert!(cache.get("a").is_none());
         cache.put("a", &[1.0, 2.0]);
         cache.put("b", &[3.0, 4.0]);
         cache.save(["a", "b"].into_iter()).unwrap();
-        let mut cache = Cache::open(dir.path(), "abcdef0123456789ffff");
+        let mut cache = Cache::open(dir.path(), "abcdef0123456789ffff", "c1");
         assert_eq!(cache.get("a"), Some(vec![1.0, 2.0]));
         assert_eq!(cache.get("b"), Some(vec![3.0, 4.0]));
         // A build without "b" drops it.
         cache.save(["a"].into_iter()).unwrap();
-        let cache = Cache::open(dir.path(), "abcdef0123456789ffff");
+        let cache = Cache::open(dir.path(), "abcdef0123456789ffff", "c1");
         assert_eq!(cache.get("b"), None);
         // Another model starts empty.
         assert!(
-            Cache::open(dir.path(), "0000000000000000")
+            Cache::open(dir.path(), "0000000000000000", "c1")
                 .get("a")
                 .is_none()
         );
@@ -155,15 +157,15 @@ mod tests {
     #[test]
     fn a_damaged_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cache = Cache::open(dir.path(), "abcdef0123456789");
+        let mut cache = Cache::open(dir.path(), "abcdef0123456789", "c1");
         cache.put("a", &[1.0, 2.0]);
         cache.save(["a"].into_iter()).unwrap();
-        let path = dir.path().join("embeddings-abcdef0123456789.bin");
+        let path = dir.path().join("embeddings-abcdef0123456789-c1.bin");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(bytes.len() - 3);
         std::fs::write(&path, bytes).unwrap();
         assert!(
-            Cache::open(dir.path(), "abcdef0123456789")
+            Cache::open(dir.path(), "abcdef0123456789", "c1")
                 .get("a")
                 .is_none()
         );

@@ -193,14 +193,23 @@ impl SemanticSetup {
         }))
     }
 
-    /// The semantic side of a matcher over `runbooks`; `None` (logged) when embedding them
-    /// fails: matching then stays lexical rather than failing the build.
+    /// The semantic side of a matcher over `runbooks`, the corpus in `corpus_dir`; `None`
+    /// (logged) when embedding them fails: matching then stays lexical rather than failing
+    /// the build.
     pub fn index(
         &self,
         runbooks: &[std::sync::Arc<crate::runbooks::Runbook>],
+        corpus_dir: &Path,
     ) -> Option<crate::matcher::Semantic> {
         let started = std::time::Instant::now();
-        match SemanticIndex::build(self.embedder.clone(), runbooks, self.cache_dir.as_deref()) {
+        let dir = std::path::absolute(corpus_dir).unwrap_or_else(|_| corpus_dir.to_path_buf());
+        let scope = hex::encode(&Sha256::digest(dir.as_os_str().as_encoded_bytes())[..4]);
+        match SemanticIndex::build(
+            self.embedder.clone(),
+            runbooks,
+            self.cache_dir.as_deref(),
+            &scope,
+        ) {
             Ok(index) => {
                 tracing::info!(
                     runbooks = runbooks.len(),

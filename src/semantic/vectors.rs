@@ -35,16 +35,18 @@ pub struct SemanticIndex {
 }
 
 impl SemanticIndex {
-    /// Embeds `runbooks`, taking from the cache in `cache_dir` what an earlier build already
-    /// embedded with this model, and writing back what it adds. A cache that cannot be
-    /// read or written costs time, never the index.
+    /// Embeds `runbooks`, taking from the cache in `cache_dir` what an earlier build of the
+    /// same corpus (`scope`, any short name for it) already embedded with this model, and
+    /// writing back what it adds. A cache that cannot be read or written costs time, never
+    /// the index.
     pub fn build(
         embedder: Arc<Embedder>,
         runbooks: &[Arc<Runbook>],
         cache_dir: Option<&Path>,
+        scope: &str,
     ) -> Result<SemanticIndex, SemanticError> {
         let texts: Vec<String> = runbooks.iter().map(|r| embedding_text(r)).collect();
-        let mut cache = cache_dir.map(|dir| Cache::open(dir, embedder.digest()));
+        let mut cache = cache_dir.map(|dir| Cache::open(dir, embedder.digest(), scope));
         let mut found: Vec<Option<Vec<f32>>> = texts
             .iter()
             .map(|t| cache.as_ref().and_then(|c| c.get(t)))
@@ -116,9 +118,11 @@ mod tests {
                 "# DiskFull\n\nThe filesystem has no space left.\n",
             ),
         ];
-        let first = SemanticIndex::build(model.clone(), &runbooks, Some(cache.path())).unwrap();
+        let first =
+            SemanticIndex::build(model.clone(), &runbooks, Some(cache.path()), "t").unwrap();
         assert_eq!(first.embedded, 2);
-        let again = SemanticIndex::build(model.clone(), &runbooks, Some(cache.path())).unwrap();
+        let again =
+            SemanticIndex::build(model.clone(), &runbooks, Some(cache.path()), "t").unwrap();
         assert_eq!(again.embedded, 0);
         let query = model.embed_one("pods restarting over and over").unwrap();
         assert_eq!(first.similarities(&query), again.similarities(&query));
@@ -126,7 +130,7 @@ mod tests {
         assert!(sims[0] > sims[1], "{sims:?}");
 
         runbooks[1] = runbook("disk.md", "# DiskFull\n\nThe volume is out of space.\n");
-        let changed = SemanticIndex::build(model, &runbooks, Some(cache.path())).unwrap();
+        let changed = SemanticIndex::build(model, &runbooks, Some(cache.path()), "t").unwrap();
         assert_eq!(changed.embedded, 1);
     }
 
