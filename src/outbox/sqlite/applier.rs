@@ -110,66 +110,64 @@ impl Applier {
     /// the records stay in the log and are applied at the next start, so shutdown is not
     /// held by a disk that stays full.
     fn apply_until_written(&mut self, batch: &[Logged]) -> Option<u64> {
-        let mut wait = RETRY_FIRST;
-        loop {
-            match apply_batch(&mut self.conn, batch) {
-                Ok(last) => {
-                    self.health.succeeded(WritePart::Tables);
-                    return Some(last);
-                }
-                Err(error) => {
-                    self.health
-                        .failed(WritePart::Tables, &crate::outbox::with_causes(&error));
-                    if !self.pause(wait) {
-                        tracing::warn!(
-                            records = batch.len(),
-                            "store closing while its tables cannot be written: the ingest log keeps these records for the next start"
-                        );
-                        return None;
-                    }
-                    wait = (wait * 2).min(RETRY_MAX);
-                }
-            }
+        let health = self.health.clone();
+        let written = until_done(
+            &self.closing,
+            || apply_batch(&mut self.conn, batch),
+            |error| health.failed(WritePart::Tables, &crate::outbox::with_causes(error)),
+        );
+        match written {
+            Some(_) => health.succeeded(WritePart::Tables),
+            None => tracing::warn!(
+                records = batch.len(),
+                "store closing while its tables cannot be written: the ingest log keeps these records for the next start"
+            ),
         }
+        written
     }
 
     /// Reads a batch back from the log. The bytes were fsync'd before their senders were
     /// answered, so a record that cannot be read is a disk failure: retried, never skipped.
     /// `None` when the store closes first.
     fn load_batch(&self, queued: Vec<Queued>) -> Option<Vec<Logged>> {
-        let mut batch = Vec::with_capacity(queued.len());
-        for q in queued {
-            let mut wait = RETRY_FIRST;
-            loop {
-                match q.load() {
-                    Ok(logged) => {
-                        batch.push(logged);
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(seq = q.seq, %error, "cannot read back an ingest log record; retrying");
-                        if !self.pause(wait) {
-                            return None;
-                        }
-                        wait = (wait * 2).min(RETRY_MAX);
-                    }
-                }
-            }
-        }
-        Some(batch)
+        queued
+            .into_iter()
+            .map(|q| {
+                until_done(&self.closing, || q.load(), |error| {
+                    tracing::error!(seq = q.seq, %error, "cannot read back an ingest log record; retrying");
+                })
+            })
+            .collect()
     }
+}
 
-    /// Sleeps `wait`, in short steps so a closing store is noticed at once; false when it is
-    /// closing.
-    fn pause(&self, wait: Duration) -> bool {
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            if self.closing.load(Ordering::Acquire) {
-                return false;
+/// Runs `attempt` until it succeeds, waiting after each failure (reported to `failed`)
+/// 0.1 s, then twice as long each time up to 5 s. `None` once `closing` is set: the waits
+/// are slept in short steps, so a closing store is noticed at once.
+fn until_done<T, E>(
+    closing: &AtomicBool,
+    mut attempt: impl FnMut() -> Result<T, E>,
+    mut failed: impl FnMut(&E),
+) -> Option<T> {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match attempt() {
+            Ok(done) => return Some(done),
+            Err(error) => {
+                failed(&error);
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    if closing.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20).min(wait));
+                }
+                if closing.load(Ordering::Acquire) {
+                    return None;
+                }
+                wait = (wait * 2).min(RETRY_MAX);
             }
-            std::thread::sleep(Duration::from_millis(20).min(wait));
         }
-        !self.closing.load(Ordering::Acquire)
     }
 }
 

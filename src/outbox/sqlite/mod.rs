@@ -133,6 +133,17 @@ impl Drop for Inner {
 /// one's log instead of fighting it for the lock.
 static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Inner>>>> = LazyLock::new(Default::default);
 
+/// The directory a store file goes in, made if it is not there.
+fn create_parent(path: &Path) -> Result<(), StoreError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     // Takes effect only on a new, empty file.
@@ -153,12 +164,7 @@ impl SqliteStore {
     /// applier completes them, here and after a crash. A handle of this process that is
     /// already open is shared, with the `Enrich` it was opened with.
     pub fn open_with(path: &Path, enrich: Option<Arc<dyn Enrich>>) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+        create_parent(path)?;
         let key = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
         let closing = match open.get(&key) {
@@ -201,12 +207,7 @@ impl SqliteStore {
     /// the store is opened: the applier signs the comments of tickets a crash left unmatched
     /// while it opens.
     pub fn stored_secret(path: &Path, name: &str, fresh: &str) -> Result<String, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+        create_parent(path)?;
         let conn = open_connection(path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
