@@ -121,7 +121,13 @@ impl MatcherHandle {
 pub struct Coalescer {
     window: Duration,
     entries: Mutex<HashMap<String, (Instant, Arc<Decision>)>>,
+    /// Decisions being made now: a storm's first tickets of one alarm arrive together, and
+    /// without this each would run the search (and the embedding model) before any of them
+    /// is remembered. The later ones wait for the first instead.
+    in_flight: Mutex<HashMap<String, Flight>>,
 }
+
+type Flight = Arc<tokio::sync::OnceCell<Arc<Decision>>>;
 
 /// Bound on remembered decisions; past it the oldest window is simply forgotten.
 const COALESCE_MAX: usize = 10_000;
@@ -131,6 +137,21 @@ impl Coalescer {
         Coalescer {
             window,
             entries: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The decision being made for `key`, to join or to make.
+    fn flight(&self, key: &str) -> Flight {
+        let mut flights = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        flights.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The decision of `flight` is made (and remembered): later callers find it in `entries`.
+    fn landed(&self, key: &str, flight: &Flight) {
+        let mut flights = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(key);
         }
     }
 
@@ -202,10 +223,33 @@ impl Enricher {
             return Ok(decision);
         }
         let top_k = self.top_k;
-        let decision = tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
+        let make = move || async move {
+            tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
+                .await
+                .map_err(|e| PipelineError::Join(e.to_string()))?
+                .map_err(PipelineError::from)
+        };
+        if self.coalescer.window.is_zero() {
+            return Ok(Arc::new(make().await?));
+        }
+        let flight = self.coalescer.flight(&key);
+        let mut made = false;
+        let decision = flight
+            .get_or_try_init(|| async {
+                made = true;
+                make().await.map(Arc::new)
+            })
             .await
-            .map_err(|e| PipelineError::Join(e.to_string()))??;
-        Ok(self.remember(key, decision))
+            .cloned();
+        if let Ok(decision) = &decision {
+            if made {
+                self.coalescer.put(key.clone(), decision);
+            } else {
+                self.metrics.coalesced.inc();
+            }
+        }
+        self.coalescer.landed(&key, &flight);
+        decision
     }
 
     /// `decide` on the caller's thread, for callers that are not on the async runtime.

@@ -185,3 +185,25 @@ async fn an_echo_of_an_enriched_ticket_is_not_matched_again() {
         assert_eq!(matched, 1.0, "deferred: {defer}");
     }
 }
+
+/// A storm's first tickets of one alarm arrive together: one of them makes the decision and
+/// the others wait for it, rather than each running the search (and the model) before any
+/// is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_of_one_alarm_arriving_together_share_one_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::test_config(dir.path(), "http://127.0.0.1:9", "");
+    let enricher = enricher(&config);
+    let decisions = futures::future::join_all((0..8).map(|n| {
+        let enricher = enricher.clone();
+        let signature = AlarmSignature::of(&crash_looping(n), &enricher.normalizer);
+        tokio::spawn(async move { enricher.decide(signature).await.unwrap() })
+    }))
+    .await;
+    let decisions: Vec<_> = decisions.into_iter().map(|d| d.unwrap()).collect();
+    assert!(
+        decisions.iter().all(|d| Arc::ptr_eq(d, &decisions[0])),
+        "every ticket got the one decision"
+    );
+    assert_eq!(enricher.metrics.coalesced.get(), 7);
+}
