@@ -73,6 +73,29 @@ pub enum AuditEvent {
         into: Option<String>,
         reason: String,
     },
+    /// An operator's `/runlink` command about the ticket's answer.
+    Feedback {
+        kind: crate::feedback::FeedbackKind,
+        author: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runbook: Option<String>,
+        /// The first runbook of the decision it answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answered: Option<String>,
+        #[serde(default)]
+        index_version: String,
+        /// The feedback row.
+        id: i64,
+    },
+    /// A command runlink could not act on (an unknown runbook), and what it replied.
+    FeedbackRefused {
+        author: String,
+        reason: String,
+    },
+    /// `runlink feedback forget`: the row no longer counts.
+    FeedbackForgotten {
+        id: i64,
+    },
     DeliveryAttempt {
         delivery_key: String,
         destination: String,
@@ -117,6 +140,9 @@ impl AuditEvent {
             AuditEvent::NotEnqueued { .. } => "not_enqueued",
             AuditEvent::Folded { .. } => "folded",
             AuditEvent::DeliveryAttempt { .. } => "delivery_attempt",
+            AuditEvent::Feedback { .. } => "feedback",
+            AuditEvent::FeedbackRefused { .. } => "feedback_refused",
+            AuditEvent::FeedbackForgotten { .. } => "feedback_forgotten",
         }
     }
 
@@ -136,6 +162,7 @@ impl AuditEvent {
                     reason: match &c.reason {
                         MatchReason::Alarm { .. } => "alarm".into(),
                         MatchReason::Rule { pattern } => format!("rule:{pattern}"),
+                        MatchReason::Taught { feedback, .. } => format!("taught:{feedback}"),
                         MatchReason::FullText { .. } => "full_text".into(),
                     },
                 })

@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data flow: `ingest` (one file per source) -> `ticket` ->
 //! `signature` -> `runbooks` / `search` -> `matcher` -> `render` -> `outbox` -> `deliver`
-//! (one file per destination) -> `audit`. `pipeline` carries one parsed ticket to the store;
+//! (one file per destination) -> `audit`. `feedback` carries what operators say about an
+//! answer back into matching, and to the runbook authors. `pipeline` carries one parsed ticket to the store;
 //! `reply_routing` decides where its comment goes. `http` is the HTTP surface, `wiring`
 //! builds the parts from the configuration (for the server and the CLI alike), and
 //! `startup` runs the server.
@@ -12,6 +13,8 @@
 pub mod audit;
 pub mod config;
 pub mod deliver;
+mod did_you_mean;
+pub mod feedback;
 mod http;
 pub mod ingest;
 pub mod matcher;
@@ -27,7 +30,6 @@ pub mod search;
 pub mod semantic;
 pub mod signature;
 pub mod startup;
-mod suggest;
 pub mod telemetry;
 pub mod ticket;
 pub mod wiring;

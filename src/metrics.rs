@@ -31,6 +31,11 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationOutcome {
     pub destination: String,
     pub outcome: String,
@@ -70,6 +75,8 @@ pub struct Metrics {
     pub delivery_seconds: Family<Destination, Histogram, fn() -> Histogram>,
     /// Runbook reloads by outcome (ok, refused).
     pub reloads: Family<Outcome, Counter>,
+    /// Operators' `/runlink` commands by kind (right, wrong, use, none, refused).
+    pub feedback: Family<Kind, Counter>,
     /// The ingest log's totals, copied from the store at each scrape (`set_log_stats`).
     log_writes: Counter,
     log_records: Counter,
@@ -101,6 +108,7 @@ impl Metrics {
             ingest_seconds: Family::new_with_constructor(latency_histogram),
             delivery_seconds: Family::new_with_constructor(latency_histogram),
             reloads: Family::default(),
+            feedback: Family::default(),
             log_writes: Counter::default(),
             log_records: Counter::default(),
             log_fsyncs: LogFsyncs::default(),
@@ -118,6 +126,11 @@ impl Metrics {
             "matches",
             "Match decisions, by how the answer was found",
             m.matches.clone(),
+        );
+        registry.register(
+            "feedback",
+            "Operators' /runlink commands recorded, by kind",
+            m.feedback.clone(),
         );
         registry.register(
             "coalesced_matches",

@@ -59,6 +59,8 @@ pub struct Enricher {
     pub metrics: Arc<Metrics>,
     pub coalescer: Coalescer,
     pub known: KnownKeys,
+    /// Answers operators taught (`matcher.learn`); `None` when they do not apply.
+    pub lessons: Option<Arc<crate::feedback::LessonBook>>,
 }
 
 /// Delivery keys this process has seen stored: a store that matches before its accept
@@ -199,14 +201,26 @@ impl Enricher {
     fn coalesced(
         &self,
         signature: &AlarmSignature,
-    ) -> (Arc<Matcher>, String, Option<Arc<Decision>>) {
+    ) -> (
+        Arc<Matcher>,
+        Option<Arc<crate::feedback::Lessons>>,
+        String,
+        Option<Arc<Decision>>,
+    ) {
         let matcher = self.matcher.current();
-        let key = format!("{}|{}", matcher.index().version(), signature.match_key());
+        let lessons = self.lessons.as_ref().map(|book| book.current());
+        // A new lesson must not be hidden behind a decision remembered before it.
+        let key = format!(
+            "{}|{}|{}",
+            matcher.index().version(),
+            lessons.as_ref().map_or(0, |l| l.generation()),
+            signature.match_key()
+        );
         let decision = self.coalescer.get(&key);
         if decision.is_some() {
             self.metrics.coalesced.inc();
         }
-        (matcher, key, decision)
+        (matcher, lessons, key, decision)
     }
 
     fn remember(&self, key: String, decision: Decision) -> Arc<Decision> {
@@ -218,16 +232,18 @@ impl Enricher {
     /// Shared, not copied: every ticket of a coalesced alarm holds the same decision, which
     /// also lets the renderer reuse the comment it rendered for it.
     pub async fn decide(&self, signature: AlarmSignature) -> Result<Arc<Decision>, PipelineError> {
-        let (matcher, key, coalesced) = self.coalesced(&signature);
+        let (matcher, lessons, key, coalesced) = self.coalesced(&signature);
         if let Some(decision) = coalesced {
             return Ok(decision);
         }
         let top_k = self.top_k;
         let make = move || async move {
-            tokio::task::spawn_blocking(move || matcher.decide(&signature, top_k))
-                .await
-                .map_err(|e| PipelineError::Join(e.to_string()))?
-                .map_err(PipelineError::from)
+            tokio::task::spawn_blocking(move || {
+                matcher.decide_with(&signature, top_k, lessons.as_deref())
+            })
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))?
+            .map_err(PipelineError::from)
         };
         if self.coalescer.window.is_zero() {
             return Ok(Arc::new(make().await?));
@@ -257,11 +273,12 @@ impl Enricher {
         &self,
         signature: &AlarmSignature,
     ) -> Result<Arc<Decision>, PipelineError> {
-        let (matcher, key, coalesced) = self.coalesced(signature);
+        let (matcher, lessons, key, coalesced) = self.coalesced(signature);
         if let Some(decision) = coalesced {
             return Ok(decision);
         }
-        Ok(self.remember(key, matcher.decide(signature, self.top_k)?))
+        let decision = matcher.decide_with(signature, self.top_k, lessons.as_deref())?;
+        Ok(self.remember(key, decision))
     }
 
     /// The audit event and the comment for a decision; counts the match outcome.
@@ -276,6 +293,7 @@ impl Enricher {
             Some(c) if c.confident => match c.reason {
                 MatchReason::Alarm { .. } => "alarm",
                 MatchReason::Rule { .. } => "rule",
+                MatchReason::Taught { .. } => "taught",
                 MatchReason::FullText { .. } => "text",
             },
             _ => "none",

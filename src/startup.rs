@@ -71,12 +71,18 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         tracing::info!(destinations = ?templates.keys().collect::<Vec<_>>(), "destinations enabled");
         // Loading the model and embedding the corpus take seconds: off the async threads.
+        let lessons = Arc::new(crate::feedback::LessonBook::default());
+        let destination_names = templates.keys().cloned().collect();
         let (enricher, semantic) = {
             let (config, metrics, marker) = (config.clone(), metrics.clone(), marker.clone());
+            let lessons = lessons.clone();
             tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
                 let semantic = SemanticSetup::from_config(&config.matcher)?;
-                let enricher =
+                let mut enricher =
                     build_enricher(&config, templates, metrics, marker, semantic.as_ref())?;
+                if config.matcher.learn {
+                    enricher.lessons = Some(lessons);
+                }
                 Ok((Arc::new(enricher), semantic))
             })
             .await
@@ -105,6 +111,25 @@ impl Application {
             metrics: metrics.clone(),
             running: tokio::sync::Mutex::new(()),
         });
+        let teacher = Arc::new(crate::feedback::Teacher {
+            store: store.clone(),
+            matcher: enricher.matcher.clone(),
+            normalizer: config.matcher.normalize.clone(),
+            book: lessons,
+            metrics: metrics.clone(),
+            marker: marker.clone(),
+            destinations: destination_names,
+            github: config.destinations.github.as_ref().map(|github| {
+                Arc::new(deliver::github::GithubDestination::new(
+                    github,
+                    client.clone(),
+                    retry_policy(&config),
+                ))
+            }),
+        });
+        if let Err(error) = teacher.refresh().await {
+            tracing::warn!(%error, "taught answers not loaded");
+        }
         let pipeline = Pipeline {
             enricher,
             store: store.clone(),
@@ -122,6 +147,7 @@ impl Application {
             reloader.clone(),
             AdminToken(config.admin_token.clone()),
             SourceSet::new(&config.sources, &marker),
+            teacher.clone(),
         );
 
         let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
@@ -183,6 +209,7 @@ impl Application {
                 shutdown_rx.clone(),
             ));
         }
+        tokio::spawn(refresh_lessons(teacher, shutdown_rx.clone()));
         if store.shared() {
             tokio::spawn(resync_pending(
                 store.clone(),
@@ -277,6 +304,27 @@ fn raise_file_limit() -> u64 {
         }
     }
     limit.rlim_cur.min(1 << 20)
+}
+
+/// Lessons change in other processes too: another replica records a command, or an author
+/// runs `runlink feedback forget`. Reading the feedback table now and then picks them up.
+async fn refresh_lessons(
+    teacher: Arc<crate::feedback::Teacher>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(error) = teacher.refresh().await {
+            tracing::warn!(%error, "cannot read feedback");
+        }
+    }
 }
 
 /// The pending count each replica keeps is its own accepts minus its own deliveries; with

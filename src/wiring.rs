@@ -52,9 +52,24 @@ pub fn build_matcher(
     settings: MatcherSettings,
     semantic: Option<&SemanticSetup>,
 ) -> Result<(Matcher, Vec<crate::runbooks::LoadError>), BuildError> {
+    build_matcher_cached_as(dir, dir, base_url, settings, semantic)
+}
+
+/// `build_matcher` over a copy of a corpus, whose embeddings are cached as the original's
+/// (`cache_as`): only what the copy changed is embedded again.
+pub fn build_matcher_cached_as(
+    dir: &std::path::Path,
+    cache_as: &std::path::Path,
+    base_url: &url::Url,
+    settings: MatcherSettings,
+    semantic: Option<&SemanticSetup>,
+) -> Result<(Matcher, Vec<crate::runbooks::LoadError>), BuildError> {
     let corpus = Corpus::load(dir, base_url)?;
     let index = RunbookIndex::build(corpus.runbooks)?;
-    Ok((matcher_over(index, settings, semantic, dir), corpus.errors))
+    Ok((
+        matcher_over(index, settings, semantic, cache_as),
+        corpus.errors,
+    ))
 }
 
 /// A matcher over a built index, with the semantic signal when it is set up.
@@ -228,6 +243,7 @@ pub fn build_enricher(
         metrics,
         coalescer: Coalescer::new(config.matcher.coalesce),
         known: Default::default(),
+        lessons: None,
     })
 }
 

@@ -42,6 +42,10 @@ pub struct ExplainArgs {
     /// How many candidates to show.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Leave out the answers operators taught (`/runlink use`), which are otherwise read
+    /// from the configured store when it exists.
+    #[arg(long)]
+    no_taught: bool,
 }
 
 #[derive(Serialize)]
@@ -87,7 +91,12 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let (matcher, normalizer) = super::match_cmd::matcher_for(&dir, args.config.as_deref())?;
     let ticket = read_ticket(&args)?;
     let signature = AlarmSignature::of(&ticket, &normalizer);
-    let decision = matcher.decide(&signature, args.top.max(1))?;
+    let lessons = if args.no_taught || !config.matcher.learn {
+        None
+    } else {
+        super::feedback::lessons_if_stored(&config)?
+    };
+    let decision = matcher.decide_with(&signature, args.top.max(1), lessons.as_ref())?;
     let features = matcher.rank_text(&signature, 50)?;
     let query_terms = matcher.index().query_terms(&signature.search_text());
     let candidates: Vec<ExplainedCandidate> = decision
@@ -172,6 +181,8 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             match c.reason {
                 MatchReason::Alarm { .. } => "exact alarm name, always wins",
                 MatchReason::Rule { .. } => "match rule, wins over text ranking",
+                MatchReason::Taught { .. } =>
+                    "taught by an operator, wins over text ranking (`runlink suggest` makes it a rule)",
                 MatchReason::FullText { .. } => "best text match, above the confidence threshold",
             }
         ),

@@ -18,7 +18,7 @@ use runlink::outbox::{AuditQuery, Store, now_ms};
 use runlink::signature::AlarmSignature;
 use runlink::wiring::open_store_for;
 
-fn since_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
+pub(super) fn since_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
     since
         .map(|s| {
             humantime::parse_duration(s)
@@ -30,7 +30,7 @@ fn since_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
 
 /// Opens the store inside the runtime that will use it: a PostgreSQL pool's connections
 /// live on the runtime that made them.
-async fn store_for(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Store>> {
+pub(super) async fn store_for(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Store>> {
     let config = super::load_config(config)?;
     open_store_for(&config)
         .await
@@ -96,6 +96,26 @@ fn describe(event: &AuditEvent) -> String {
         AuditEvent::Folded {
             into: None, reason, ..
         } => format!("not posted: {reason}"),
+        AuditEvent::Feedback {
+            kind,
+            author,
+            runbook,
+            answered,
+            id,
+            ..
+        } => format!(
+            "feedback #{id} from {author}: {}{} (answer was {})",
+            kind.as_str(),
+            runbook
+                .as_deref()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default(),
+            answered.as_deref().unwrap_or("none")
+        ),
+        AuditEvent::FeedbackRefused { author, reason } => {
+            format!("feedback from {author} refused: {reason}")
+        }
+        AuditEvent::FeedbackForgotten { id } => format!("feedback #{id} forgotten"),
         AuditEvent::DeliveryAttempt {
             attempt,
             outcome,
@@ -114,7 +134,7 @@ fn describe(event: &AuditEvent) -> String {
     }
 }
 
-async fn read_audit(
+pub(super) async fn read_audit(
     store: &dyn Store,
     ticket: Option<String>,
     since: Option<i64>,
@@ -242,7 +262,7 @@ pub struct ReplayArgs {
 }
 
 #[derive(Debug, Serialize)]
-struct Change {
+pub(super) struct Change {
     ticket: String,
     title: String,
     before: Option<String>,
@@ -257,71 +277,90 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let since = since_ms(Some(&args.since))?.unwrap_or(0);
     actix_web::rt::System::new().block_on(async move {
         let store = store_for(args.config.as_deref()).await?;
-        let tickets = store.tickets_since(since, args.limit).await?;
-        let records = read_audit(store.as_ref(), None, Some(since), None).await?;
-        // The decision recorded for each ticket (its last one).
-        let mut recorded: HashMap<String, (Option<String>, f32)> = HashMap::new();
-        for record in records {
-            if let (Some(ticket), AuditEvent::Decided { candidates, .. }) =
-                (record.ticket, record.event)
-            {
-                let top = candidates.first();
-                recorded.insert(
-                    ticket,
-                    (
-                        top.filter(|c| c.confident).map(|c| c.runbook.clone()),
-                        top.map(|c| c.confidence).unwrap_or(0.0),
-                    ),
-                );
-            }
-        }
-        let mut changes = Vec::new();
-        let mut replayed = 0;
-        for stored in tickets {
-            let ticket = stored.ticket;
-            let Some((before, confidence_before)) = recorded.get(ticket.id.as_str()).cloned()
-            else {
-                continue;
-            };
-            replayed += 1;
-            let signature = AlarmSignature::of(&ticket, &normalizer);
-            let decision = matcher.decide(&signature, 3)?;
-            let top = decision.candidates.first();
-            let after = top
-                .filter(|c| c.confident)
-                .map(|c| c.runbook.id.to_string());
-            let confidence_after = top.map(|c| c.confidence).unwrap_or(0.0);
-            // A different answer, or the same answer with a clearly different confidence.
-            if after != before || (confidence_after - confidence_before).abs() >= CONFIDENCE_SHIFT {
-                changes.push(Change {
-                    ticket: ticket.id.to_string(),
-                    title: ticket.title.clone(),
-                    before,
-                    after,
-                    confidence_before,
-                    confidence_after,
-                });
-            }
-        }
-        for change in &changes {
-            if args.json {
-                println!("{}", serde_json::to_string(change)?);
-            } else {
-                println!(
-                    "{}  {} -> {}  (confidence {:.2} -> {:.2})  {}",
-                    change.ticket,
-                    change.before.as_deref().unwrap_or("none"),
-                    change.after.as_deref().unwrap_or("none"),
-                    change.confidence_before,
-                    change.confidence_after,
-                    change.title
-                );
-            }
-        }
+        let (replayed, changes) =
+            replay_changes(store.as_ref(), &matcher, &normalizer, since, args.limit).await?;
+        print_changes(&changes, args.json, "")?;
         println!(
             "replayed {replayed} ticket(s): {} decision(s) would change",
             changes.len()
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Re-decides the tickets received since `since` with `matcher`; returns how many had a
+/// recorded decision, and the decisions that would change.
+pub(super) async fn replay_changes(
+    store: &dyn Store,
+    matcher: &runlink::matcher::Matcher,
+    normalizer: &runlink::signature::Normalizer,
+    since: i64,
+    limit: usize,
+) -> anyhow::Result<(usize, Vec<Change>)> {
+    let tickets = store.tickets_since(since, limit).await?;
+    let records = read_audit(store, None, Some(since), None).await?;
+    // The decision recorded for each ticket (its last one).
+    let mut recorded: HashMap<String, (Option<String>, f32)> = HashMap::new();
+    for record in records {
+        if let (Some(ticket), AuditEvent::Decided { candidates, .. }) =
+            (record.ticket, record.event)
+        {
+            let top = candidates.first();
+            recorded.insert(
+                ticket,
+                (
+                    top.filter(|c| c.confident).map(|c| c.runbook.clone()),
+                    top.map(|c| c.confidence).unwrap_or(0.0),
+                ),
+            );
+        }
+    }
+    let mut changes = Vec::new();
+    let mut replayed = 0;
+    for stored in tickets {
+        let ticket = stored.ticket;
+        let Some((before, confidence_before)) = recorded.get(ticket.id.as_str()).cloned() else {
+            continue;
+        };
+        replayed += 1;
+        let signature = AlarmSignature::of(&ticket, normalizer);
+        let decision = matcher.decide(&signature, 3)?;
+        let top = decision.candidates.first();
+        let after = top
+            .filter(|c| c.confident)
+            .map(|c| c.runbook.id.to_string());
+        let confidence_after = top.map(|c| c.confidence).unwrap_or(0.0);
+        // A different answer, or the same answer with a clearly different confidence.
+        if after != before || (confidence_after - confidence_before).abs() >= CONFIDENCE_SHIFT {
+            changes.push(Change {
+                ticket: ticket.id.to_string(),
+                title: ticket.title.clone(),
+                before,
+                after,
+                confidence_before,
+                confidence_after,
+            });
+        }
+    }
+    Ok((replayed, changes))
+}
+
+/// One line per change (`prefix` first), or JSON lines.
+pub(super) fn print_changes(changes: &[Change], json: bool, prefix: &str) -> anyhow::Result<()> {
+    for change in changes {
+        if json {
+            println!("{}", serde_json::to_string(change)?);
+        } else {
+            println!(
+                "{prefix}{}  {} -> {}  (confidence {:.2} -> {:.2})  {}",
+                change.ticket,
+                change.before.as_deref().unwrap_or("none"),
+                change.after.as_deref().unwrap_or("none"),
+                change.confidence_before,
+                change.confidence_after,
+                change.title
+            );
+        }
+    }
+    Ok(())
 }

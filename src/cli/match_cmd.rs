@@ -15,7 +15,7 @@ use runlink::matcher::{Matcher, MatcherSettings};
 use runlink::semantic::SemanticSetup;
 use runlink::signature::{AlarmSignature, Normalizer};
 use runlink::ticket::Ticket;
-use runlink::wiring::build_matcher;
+use runlink::wiring::build_matcher_cached_as;
 
 #[derive(Debug, Args)]
 pub struct MatchArgs {
@@ -58,14 +58,25 @@ pub fn matcher_with(
     config: Option<&std::path::Path>,
     semantic: bool,
 ) -> anyhow::Result<(Matcher, Normalizer)> {
+    matcher_cached_as(runbooks, runbooks, config, semantic)
+}
+
+/// `matcher_with` over a copy of the corpus at `cache_as` (see `build_matcher_cached_as`).
+pub fn matcher_cached_as(
+    runbooks: &std::path::Path,
+    cache_as: &std::path::Path,
+    config: Option<&std::path::Path>,
+    semantic: bool,
+) -> anyhow::Result<(Matcher, Normalizer)> {
     let config = super::load_config(config)?;
     let setup = if semantic {
         SemanticSetup::from_config(&config.matcher)?
     } else {
         None
     };
-    let (matcher, errors) = build_matcher(
+    let (matcher, errors) = build_matcher_cached_as(
         runbooks,
+        cache_as,
         &config.runbooks_base_url,
         MatcherSettings {
             top_k: config.matcher.top_k,

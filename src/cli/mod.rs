@@ -3,6 +3,7 @@
 
 mod eval;
 mod explain;
+mod feedback;
 mod golden;
 mod history;
 mod lint;
@@ -72,6 +73,17 @@ pub enum Command {
     ///
     /// Example: runlink replay --runbooks ../runbooks-branch --since 7d
     Replay(history::ReplayArgs),
+    /// What operators said about runlink's answers (`/runlink right|wrong|use|none` in
+    /// their tickets), per runbook and per alarm; `forget <id>` sets a taught answer aside.
+    ///
+    /// Example: runlink feedback --since 30d   |   runlink feedback forget 12
+    Feedback(feedback::FeedbackArgs),
+    /// Turn feedback into rules: a diff adding `alarms` for alarms repeatedly taught to a
+    /// runbook and `not_alarms` for alarms it was repeatedly called wrong for, followed by
+    /// what it would change for recent tickets.
+    ///
+    /// Example: runlink suggest --runbooks ../runbooks --min-votes 2   (add --apply to write)
+    Suggest(feedback::SuggestArgs),
     /// Inspect the outbox and re-queue dead letters.
     Outbox(outbox::OutboxArgs),
     /// Create or upgrade the store's schema and exit (the server also does this at start;
@@ -106,6 +118,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Coverage(args) => history::coverage(args),
         Command::Replay(args) => history::replay(args),
         Command::Explain(args) => explain::run(args),
+        Command::Feedback(args) => feedback::run(args),
+        Command::Suggest(args) => feedback::suggest(args),
     }
 }
 

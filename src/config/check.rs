@@ -82,6 +82,7 @@ impl TryFrom<RawSettings> for Config {
                 normalize,
                 model_dir: raw.matcher.model_dir,
                 semantic_weight: check_weight(raw.matcher.semantic_weight)?,
+                learn: raw.matcher.learn,
                 embedding_cache_dir: Some(raw.matcher.embedding_cache_dir)
                     .filter(|d| !d.as_os_str().is_empty()),
             },

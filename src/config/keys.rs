@@ -33,6 +33,7 @@ const FIXED: &[&str] = &[
     "matcher.model_dir",
     "matcher.semantic_weight",
     "matcher.embedding_cache_dir",
+    "matcher.learn",
     "matcher.normalize.*.name",
     "matcher.normalize.*.pattern",
     "matcher.normalize.*.replace",
@@ -71,6 +72,8 @@ const FIXED: &[&str] = &[
     "sources.generic.*.delivery",
     "sources.generic.*.reply_destination",
     "sources.generic.*.reply_id",
+    "sources.generic.*.comment",
+    "sources.generic.*.comment_author",
     "destinations.github.token",
     "destinations.jira.email",
     "destinations.jira.token",
@@ -174,7 +177,7 @@ fn suggestion(known: &[String], path: &[String]) -> Option<Vec<String>> {
             matches(k_parent, parent).then_some(k_last)
         })
         .collect();
-    let best = crate::suggest::closest(last, siblings)?;
+    let best = crate::did_you_mean::closest(last, siblings)?;
     let mut path = parent.to_vec();
     path.push(best.to_string());
     Some(path)

@@ -107,6 +107,9 @@ pub struct MatcherConfig {
     pub semantic_weight: f32,
     /// Where runbook embeddings are kept between builds; empty: not kept.
     pub embedding_cache_dir: Option<PathBuf>,
+    /// Whether answers operators teach with `/runlink use` apply to later tickets (the
+    /// commands are recorded either way).
+    pub learn: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -63,6 +63,7 @@ pub struct RawMatcher {
     pub normalize: Vec<crate::signature::NormalizeRule>,
     pub model_dir: PathBuf,
     pub semantic_weight: f32,
+    pub learn: bool,
     pub embedding_cache_dir: PathBuf,
 }
 

@@ -78,6 +78,8 @@ pub struct RawGenericSource {
     pub delivery: Option<String>,
     pub reply_destination: Option<String>,
     pub reply_id: Option<String>,
+    pub comment: Option<String>,
+    pub comment_author: Option<String>,
 }
 
 /// A header name from config, checked so the request handler can never fail on it. It lives
@@ -155,6 +157,11 @@ pub struct GenericSource {
     /// Where the enrichment goes: a destination name and the pointer to the ticket's id
     /// there. Without them the ticket is matched and recorded, or answered through `routes`.
     pub reply: Option<(String, String)>,
+    /// Where a comment event's text is: a body with text there is a comment (a `/runlink`
+    /// command, or nothing to act on), not a new ticket.
+    pub comment: Option<String>,
+    /// Where the comment's author is.
+    pub comment_author: Option<String>,
 }
 
 impl RawSources {
@@ -233,6 +240,14 @@ impl RawSources {
                         .map(|p| pointer("sources.generic.<name>.delivery", p))
                         .transpose()?,
                     reply,
+                    comment: raw
+                        .comment
+                        .map(|p| pointer("sources.generic.<name>.comment", p))
+                        .transpose()?,
+                    comment_author: raw
+                        .comment_author
+                        .map(|p| pointer("sources.generic.<name>.comment_author", p))
+                        .transpose()?,
                 },
             );
         }

@@ -89,6 +89,37 @@ impl GithubDestination {
         )
         .ok()
     }
+
+    /// Reacts to an issue comment (`+1`, `confused`): how runlink acknowledges a command
+    /// without adding a comment to the thread. Paced like comments; not retried.
+    pub async fn react(
+        &self,
+        owner: &str,
+        repo: &str,
+        comment_id: u64,
+        content: &str,
+    ) -> Result<(), String> {
+        let id = comment_id.to_string();
+        let url = api_url(
+            &self.api_url,
+            &["repos", owner, repo, "issues", "comments", &id, "reactions"],
+        )?;
+        let _permit = self.pacer.acquire().await;
+        let attempt = send(
+            &self.policy,
+            self.request(reqwest::Method::POST, url)
+                .json(&serde_json::json!({ "content": content })),
+        )
+        .await;
+        match attempt.verdict {
+            super::retry::Verdict::Done => Ok(()),
+            _ => Err(format!(
+                "HTTP {}: {}",
+                attempt.status.map(|s| s.to_string()).unwrap_or("-".into()),
+                attempt.detail
+            )),
+        }
+    }
 }
 
 #[async_trait]

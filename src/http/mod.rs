@@ -36,6 +36,7 @@ pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + 
             .app_data(state.opsgenie.clone())
             .app_data(state.servicenow.clone())
             .app_data(state.generic.clone())
+            .app_data(state.teacher.clone())
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(health::metrics))

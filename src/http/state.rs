@@ -49,6 +49,7 @@ pub(crate) struct AppState {
     pub(super) opsgenie: web::Data<opsgenie::Opsgenie>,
     pub(super) servicenow: web::Data<servicenow::Servicenow>,
     pub(super) generic: web::Data<crate::ingest::GenericSources>,
+    pub(super) teacher: web::Data<crate::feedback::Teacher>,
 }
 
 impl AppState {
@@ -59,6 +60,7 @@ impl AppState {
         reloader: Arc<Reloader>,
         admin: AdminToken,
         sources: SourceSet,
+        teacher: Arc<crate::feedback::Teacher>,
     ) -> Self {
         AppState {
             pipeline: web::Data::new(pipeline),
@@ -74,6 +76,7 @@ impl AppState {
             opsgenie: web::Data::new(sources.opsgenie),
             servicenow: web::Data::new(sources.servicenow),
             generic: web::Data::new(sources.generic),
+            teacher: web::Data::from(teacher),
         }
     }
 }

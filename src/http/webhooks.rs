@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::error::{ApiError, ErrorKind};
 use super::state::Limits;
 use crate::audit::AuditEvent;
+use crate::feedback::{CommentCommand, Taught, Teacher};
 use crate::ingest::{GenericSources, Inbound, Source};
 use crate::metrics::Metrics;
 use crate::outbox::AcceptOutcome;
@@ -62,6 +63,7 @@ pub(super) async fn webhook<S: Source + 'static>(
     payload: web::Payload,
     source: web::Data<S>,
     pipeline: web::Data<Pipeline>,
+    teacher: web::Data<Teacher>,
     metrics: web::Data<Metrics>,
     limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
@@ -71,7 +73,13 @@ pub(super) async fn webhook<S: Source + 'static>(
         delivery = tracing::field::Empty,
         ticket = tracing::field::Empty
     );
-    receive(&**source, req, payload, &pipeline, &metrics, &limits)
+    let parts = Parts {
+        pipeline: &pipeline,
+        teacher: &teacher,
+        metrics: &metrics,
+        limits: &limits,
+    };
+    receive(&**source, req, payload, parts)
         .instrument(span)
         .await
 }
@@ -83,6 +91,7 @@ pub(super) async fn generic_webhook(
     payload: web::Payload,
     sources: web::Data<GenericSources>,
     pipeline: web::Data<Pipeline>,
+    teacher: web::Data<Teacher>,
     metrics: web::Data<Metrics>,
     limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
@@ -100,9 +109,22 @@ pub(super) async fn generic_webhook(
         delivery = tracing::field::Empty,
         ticket = tracing::field::Empty
     );
-    receive(source, req, payload, &pipeline, &metrics, &limits)
-        .instrument(span)
-        .await
+    let parts = Parts {
+        pipeline: &pipeline,
+        teacher: &teacher,
+        metrics: &metrics,
+        limits: &limits,
+    };
+    receive(source, req, payload, parts).instrument(span).await
+}
+
+/// What a webhook may touch.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    pipeline: &'a Pipeline,
+    teacher: &'a Teacher,
+    metrics: &'a Metrics,
+    limits: &'a Limits,
 }
 
 /// What every source shares: the backpressure check before anything is read, and metrics
@@ -111,15 +133,16 @@ async fn receive(
     source: &dyn Source,
     req: HttpRequest,
     payload: web::Payload,
-    pipeline: &Pipeline,
-    metrics: &Metrics,
-    limits: &Limits,
+    parts: Parts<'_>,
 ) -> Result<HttpResponse, ApiError> {
+    let Parts {
+        metrics, limits, ..
+    } = parts;
     let started = std::time::Instant::now();
     let result = if limits.shedding(metrics) {
         Err(ApiError::overloaded(metrics.pending()))
     } else {
-        handle(source, req, payload, pipeline, limits).await
+        handle(source, req, payload, parts).await
     };
     let outcome = match &result {
         Ok((_, word)) => word,
@@ -140,22 +163,84 @@ async fn handle(
     source: &dyn Source,
     req: HttpRequest,
     payload: web::Payload,
-    pipeline: &Pipeline,
-    limits: &Limits,
+    parts: Parts<'_>,
 ) -> Result<(HttpResponse, &'static str), ApiError> {
+    let pipeline = parts.pipeline;
     source.admit(&req)?;
     if let Some(key) = source.unauthenticated() {
         warn_open_once(key);
     }
-    let body = read_body(payload, limits).await?;
+    let body = read_body(payload, parts.limits).await?;
     match source.parse(&req, &body)? {
         Inbound::Ticket(ticket) => accept_one(pipeline, ticket.without_controls()).await,
         Inbound::Alerts { firing, resolved } => {
             let firing = firing.into_iter().map(Ticket::without_controls).collect();
             accept_alerts(pipeline, source.name(), firing, resolved).await
         }
+        Inbound::Command(command) => feedback(parts.teacher, *command).await,
+        Inbound::BadCommand(reason) => Ok((
+            HttpResponse::Ok().json(Ack {
+                status: "bad_command",
+                ticket: None,
+                reason: Some(&reason),
+            }),
+            "bad_command",
+        )),
         Inbound::Ignored(reason) => Ok((ignored_response(reason), "ignored")),
     }
+}
+
+/// What a command is answered with.
+#[derive(Serialize)]
+struct FeedbackAck<'a> {
+    status: &'static str,
+    ticket: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    closest: Vec<String>,
+}
+
+/// Records an operator's command; 2xx once it is durable (or was recorded before).
+async fn feedback(
+    teacher: &Teacher,
+    command: CommentCommand,
+) -> Result<(HttpResponse, &'static str), ApiError> {
+    let span = tracing::Span::current();
+    span.record("ticket", command.ticket.as_str());
+    span.record("delivery", command.delivery.as_str());
+    let ticket = command.ticket.to_string();
+    let taught = teacher
+        .receive(command)
+        .await
+        .map_err(|crate::feedback::TeachError::Store(e)| ApiError::unavailable(&e.into()))?;
+    let mut ack = FeedbackAck {
+        status: "recorded",
+        ticket: &ticket,
+        kind: None,
+        id: None,
+        closest: Vec::new(),
+    };
+    let status = match taught {
+        Taught::Recorded { id, kind } => {
+            ack.kind = Some(kind.as_str());
+            ack.id = Some(id);
+            StatusCode::ACCEPTED
+        }
+        Taught::Duplicate => {
+            ack.status = "duplicate";
+            StatusCode::OK
+        }
+        Taught::UnknownRunbook { closest, .. } => {
+            ack.status = "unknown_runbook";
+            ack.closest = closest;
+            StatusCode::OK
+        }
+    };
+    let word = ack.status;
+    Ok((HttpResponse::build(status).json(ack), word))
 }
 
 /// The first webhook a source without a secret takes is worth a warning; every one after

@@ -163,11 +163,47 @@ impl Source for Generic {
 
     fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         let doc: Value = parse_json(body)?;
+        if let Some(pointer) = &self.config.comment
+            && let Some(text) = text_at(&doc, pointer)?.filter(|t| !t.trim().is_empty())
+        {
+            return self.comment(&doc, body, &text);
+        }
         let ticket = ticket_from(&self.name, &self.config, &doc, body)?;
         if self.marker.is_own(&ticket.body) || self.marker.is_own(&ticket.title) {
             return Ok(Inbound::Ignored("ticket was written by runlink"));
         }
         Ok(Inbound::Ticket(Box::new(ticket)))
+    }
+}
+
+impl Generic {
+    /// A comment event: a command, or nothing to act on.
+    fn comment(&self, doc: &Value, body: &[u8], text: &str) -> Result<Inbound, IngestError> {
+        super::command_inbound(text, &self.marker, |command| {
+            let id = required_text(doc, &self.config.id)?;
+            let author = match &self.config.comment_author {
+                Some(pointer) => text_at(doc, pointer)?,
+                None => None,
+            };
+            // The event may describe the ticket too; without a title it does not.
+            let described = ticket_from(&self.name, &self.config, doc, body).ok();
+            let delivery = match &self.config.delivery {
+                Some(pointer) => DeliveryId::parse(required_text(doc, pointer)?)
+                    .map_err(|e| invalid_field(pointer.as_str(), e))?,
+                None => super::body_digest(body),
+            };
+            Ok(crate::feedback::CommentCommand {
+                source: SourceKind::Generic,
+                delivery,
+                ticket: TicketId::parse(format!("generic.{}:{id}", self.name))
+                    .map_err(|e| invalid_field(self.config.id.as_str(), e))?,
+                author: author.unwrap_or_else(|| "unknown".into()),
+                command,
+                reply: described.as_ref().and_then(|t| t.reply.clone()),
+                described: described.map(Box::new),
+                ack: None,
+            })
+        })
     }
 }
 

@@ -1,6 +1,7 @@
-//! GitHub `issues` webhooks. Only `opened` issues become tickets; every other event (comments,
-//! edits, runlink's own comments) is answered 200 and ignored, so runlink never reacts to
-//! what it posted itself. runlink never opens issues, so an issue is enriched whatever its
+//! GitHub `issues` and `issue_comment` webhooks. `opened` issues become tickets; a created
+//! comment whose first line is a `/runlink` command becomes feedback; every other event
+//! (edits, ordinary comments, runlink's own comments) is answered 200 and ignored, so runlink
+//! never reacts to what it posted itself. runlink never opens issues, so an issue is enriched whatever its
 //! text says (a user quoting a marker cannot switch enrichment off).
 
 use std::collections::BTreeMap;
@@ -21,6 +22,27 @@ struct IssuesEvent {
     action: String,
     issue: Issue,
     repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct CommentEvent {
+    action: String,
+    issue: Issue,
+    comment: IssueComment,
+    repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct IssueComment {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+    user: User,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    login: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,30 +87,68 @@ fn ticket_from(event: IssuesEvent, delivery: &str) -> Result<Ticket, IngestError
         header: DELIVERY,
         message: e.to_string(),
     })?;
-    let owner = event.repository.owner.login;
-    let repo = event.repository.name;
-    let id =
-        TicketId::parse(format!("github:{owner}/{repo}#{}", event.issue.number)).map_err(|e| {
-            IngestError::InvalidField {
-                field: "repository".into(),
-                message: e.to_string(),
-            }
-        })?;
+    issue_ticket(event.issue, event.repository, delivery)
+}
+
+fn issue_ticket(
+    issue: Issue,
+    repository: Repository,
+    delivery: DeliveryId,
+) -> Result<Ticket, IngestError> {
+    let owner = repository.owner.login;
+    let repo = repository.name;
+    let id = TicketId::parse(format!("github:{owner}/{repo}#{}", issue.number)).map_err(|e| {
+        IngestError::InvalidField {
+            field: "repository".into(),
+            message: e.to_string(),
+        }
+    })?;
     Ok(Ticket {
         id,
         source: SourceKind::Github,
         delivery,
-        title: event.issue.title,
-        body: event.issue.body.unwrap_or_default(),
-        labels: labels(&event.issue.labels),
+        title: issue.title,
+        body: issue.body.unwrap_or_default(),
+        labels: labels(&issue.labels),
         annotations: BTreeMap::new(),
         alertname: None,
         reply: Some(ReplyTarget::GithubIssue {
             owner,
             repo,
-            number: event.issue.number,
+            number: issue.number,
         }),
         query: None,
+    })
+}
+
+/// A created comment: a command, or nothing to act on.
+fn comment_inbound(
+    event: CommentEvent,
+    delivery: DeliveryId,
+    marker: &crate::render::MarkerKey,
+) -> Result<Inbound, IngestError> {
+    if event.action != "created" {
+        return Ok(Inbound::Ignored("only created comments can carry commands"));
+    }
+    let text = event.comment.body.clone().unwrap_or_default();
+    let ack = crate::feedback::Ack::GithubReaction {
+        owner: event.repository.owner.login.clone(),
+        repo: event.repository.name.clone(),
+        comment_id: event.comment.id,
+    };
+    let author = event.comment.user.login.clone();
+    super::command_inbound(&text, marker, move |command| {
+        let ticket = issue_ticket(event.issue, event.repository, delivery.clone())?;
+        Ok(crate::feedback::CommentCommand {
+            source: SourceKind::Github,
+            delivery,
+            ticket: ticket.id.clone(),
+            author,
+            command,
+            reply: ticket.reply.clone(),
+            described: Some(Box::new(ticket)),
+            ack: Some(ack),
+        })
     })
 }
 
@@ -96,6 +156,7 @@ fn ticket_from(event: IssuesEvent, delivery: &str) -> Result<Ticket, IngestError
 #[derive(Debug)]
 pub struct Github {
     pub secret: Option<Secret>,
+    pub marker: crate::render::MarkerKey,
 }
 
 impl Source for Github {
@@ -121,8 +182,13 @@ impl Source for Github {
         if event == "ping" {
             return Ok(Inbound::Ignored("ping"));
         }
+        if event == "issue_comment" {
+            return comment_inbound(parse_json(body)?, delivery, &self.marker);
+        }
         if event != "issues" {
-            return Ok(Inbound::Ignored("only `issues` events are handled"));
+            return Ok(Inbound::Ignored(
+                "only `issues` and `issue_comment` events are handled",
+            ));
         }
         let event: IssuesEvent = parse_json(body)?;
         if event.action != "opened" {

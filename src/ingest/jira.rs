@@ -1,6 +1,6 @@
 //! Jira Cloud webhooks. `jira:issue_created` becomes a ticket answered with a comment on the
-//! issue; every other event, `comment_created` from runlink's own comments included, is
-//! acknowledged and ignored. The description arrives as a plain string (webhooks registered in
+//! issue; `comment_created` whose first line is a `/runlink` command becomes feedback; every
+//! other event, runlink's own comments included, is acknowledged and ignored. The description arrives as a plain string (webhooks registered in
 //! the admin UI) or as an Atlassian Document Format tree (REST-registered webhooks); both are
 //! read to plain text here. Signatures are `X-Hub-Signature: sha256=<hex>`; retries carry the
 //! same `X-Atlassian-Webhook-Identifier`.
@@ -23,6 +23,46 @@ struct Envelope {
     webhook_event: String,
     #[serde(default)]
     issue: Option<Issue>,
+}
+
+/// `comment_created`: only the issue's key is needed (runlink finds the ticket it stored).
+#[derive(Debug, Deserialize)]
+struct CommentEnvelope {
+    comment: JiraComment,
+    issue: IssueKey,
+}
+
+#[derive(Debug, Deserialize)]
+struct IssueKey {
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct JiraComment {
+    #[serde(default)]
+    body: Option<Description>,
+    #[serde(default)]
+    author: Option<Author>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Author {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    account_id: Option<String>,
+}
+
+impl Author {
+    fn name(self) -> String {
+        self.display_name
+            .or(self.name)
+            .or(self.account_id)
+            .unwrap_or_else(|| "unknown".into())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +190,41 @@ fn ticket_from(issue: Issue, delivery: crate::ticket::DeliveryId) -> Result<Tick
 #[derive(Debug)]
 pub struct Jira {
     pub secret: Option<Secret>,
+    pub marker: crate::render::MarkerKey,
+}
+
+/// A created comment: a command, or nothing to act on.
+fn comment_inbound(
+    body: &[u8],
+    delivery: Option<crate::ticket::DeliveryId>,
+    marker: &crate::render::MarkerKey,
+) -> Result<Inbound, IngestError> {
+    let envelope: CommentEnvelope = parse_json(body)?;
+    let text = envelope
+        .comment
+        .body
+        .map(Description::into_text)
+        .unwrap_or_default();
+    let author = envelope
+        .comment
+        .author
+        .map(Author::name)
+        .unwrap_or_else(|| "unknown".into());
+    let key = envelope.issue.key;
+    super::command_inbound(&text, marker, |command| {
+        let reply = ReplyTarget::parse("jira", &key).map_err(|e| invalid_field("issue.key", e))?;
+        Ok(crate::feedback::CommentCommand {
+            source: SourceKind::Jira,
+            delivery: delivery.unwrap_or_else(|| super::body_digest(body)),
+            ticket: TicketId::parse(format!("jira:{key}"))
+                .map_err(|e| invalid_field("issue.key", e))?,
+            author,
+            command,
+            described: None,
+            reply: Some(reply),
+            ack: None,
+        })
+    })
 }
 
 impl Source for Jira {
@@ -164,6 +239,10 @@ impl Source for Jira {
     fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         super::check_prefixed_hmac(req, SIGNATURE, self.secret.as_ref(), body)?;
         let envelope: Envelope = parse_json(body)?;
+        if envelope.webhook_event == "comment_created" {
+            let delivery = super::delivery_header(req, IDENTIFIER)?;
+            return comment_inbound(body, delivery, &self.marker);
+        }
         if envelope.webhook_event != "jira:issue_created" {
             return Ok(Inbound::Ignored(
                 "only `jira:issue_created` events are enriched",

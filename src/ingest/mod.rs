@@ -34,6 +34,11 @@ pub enum Inbound {
         firing: Vec<Ticket>,
         resolved: Vec<Ticket>,
     },
+    /// A ticket comment whose first line is a `/runlink` command (`crate::feedback`).
+    Command(Box<crate::feedback::CommentCommand>),
+    /// A `/runlink` command runlink cannot read: answered 2xx (retrying will not help)
+    /// with the reason.
+    BadCommand(String),
     /// An event runlink does not act on (a ping, an edit, its own comment): answered 2xx so
     /// the sender does not retry it.
     Ignored(&'static str),
@@ -141,6 +146,7 @@ impl SourceSet {
         SourceSet {
             github: github::Github {
                 secret: config.github_secret.clone(),
+                marker: marker.clone(),
             },
             alertmanager: alertmanager::Alertmanager {
                 token: config.alertmanager_token.clone(),
@@ -152,9 +158,16 @@ impl SourceSet {
             },
             jira: jira::Jira {
                 secret: config.jira_secret.clone(),
+                marker: marker.clone(),
             },
-            opsgenie: opsgenie::Opsgenie(config.opsgenie.clone()),
-            servicenow: servicenow::Servicenow(config.servicenow.clone()),
+            opsgenie: opsgenie::Opsgenie {
+                config: config.opsgenie.clone(),
+                marker: marker.clone(),
+            },
+            servicenow: servicenow::Servicenow {
+                auth: config.servicenow.clone(),
+                marker: marker.clone(),
+            },
             generic: GenericSources(
                 config
                     .generic
@@ -282,6 +295,32 @@ pub fn tag_labels<'a>(
         })
         .filter(|(k, _)| !k.is_empty())
         .collect()
+}
+
+/// What a comment event carries when its text is a command: `None` for an ordinary
+/// comment and for runlink's own (its marker verifies), so neither ever acts.
+pub fn comment_command(
+    text: &str,
+    marker: &crate::render::MarkerKey,
+) -> Option<Result<crate::feedback::Command, crate::feedback::CommandError>> {
+    if marker.is_own(text) {
+        return None;
+    }
+    crate::feedback::parse_command(text)
+}
+
+/// The `Inbound` for a comment event: a command, a command runlink cannot read, or an
+/// ordinary comment to ignore.
+pub fn command_inbound(
+    text: &str,
+    marker: &crate::render::MarkerKey,
+    build: impl FnOnce(crate::feedback::Command) -> Result<crate::feedback::CommentCommand, IngestError>,
+) -> Result<Inbound, IngestError> {
+    match comment_command(text, marker) {
+        None => Ok(Inbound::Ignored("comment is not a /runlink command")),
+        Some(Err(error)) => Ok(Inbound::BadCommand(error.to_string())),
+        Some(Ok(command)) => Ok(Inbound::Command(Box::new(build(command)?))),
+    }
 }
 
 /// Parses JSON into `T`, naming the path of the field that is wrong.

@@ -1,6 +1,7 @@
 //! Opsgenie outgoing webhooks (the Webhook integration). Action `Create` becomes a ticket
-//! answered with an alert note; every other action, `AddNote` from runlink's own notes
-//! included, is acknowledged and ignored. Opsgenie signs nothing: the integration sends a
+//! answered with an alert note; `AddNote` whose note starts with a `/runlink` command becomes
+//! feedback; every other action, `AddNote` from runlink's own notes included, is acknowledged
+//! and ignored. Opsgenie signs nothing: the integration sends a
 //! configured custom header, checked here against `sources.opsgenie.token`.
 
 use std::collections::BTreeMap;
@@ -37,6 +38,11 @@ struct Alert {
     team: Option<String>,
     #[serde(default)]
     alias: Option<String>,
+    /// Set on `AddNote`: the note and who wrote it.
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
 }
 
 fn verify(req: &HttpRequest, config: &OpsgenieSource) -> Result<(), IngestError> {
@@ -89,7 +95,10 @@ fn ticket_from(alert: Alert) -> Result<Ticket, IngestError> {
 
 /// `POST /webhooks/opsgenie`, verified by the configured custom header.
 #[derive(Debug)]
-pub struct Opsgenie(pub OpsgenieSource);
+pub struct Opsgenie {
+    pub config: OpsgenieSource,
+    pub marker: crate::render::MarkerKey,
+}
 
 impl Source for Opsgenie {
     fn name(&self) -> &'static str {
@@ -97,18 +106,40 @@ impl Source for Opsgenie {
     }
 
     fn unauthenticated(&self) -> Option<String> {
-        self.0
+        self.config
             .token
             .is_none()
             .then(|| "sources.opsgenie.token".into())
     }
 
     fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
-        verify(req, &self.0)
+        verify(req, &self.config)
     }
 
     fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         let envelope: Envelope = parse_json(body)?;
+        if envelope.action == "AddNote" {
+            let note = envelope.alert.note.clone().unwrap_or_default();
+            return super::command_inbound(&note, &self.marker, |command| {
+                let author = envelope
+                    .alert
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into());
+                let ticket = ticket_from(envelope.alert)?;
+                Ok(crate::feedback::CommentCommand {
+                    source: SourceKind::Opsgenie,
+                    // Opsgenie sends no id per note event; a retry repeats the same body.
+                    delivery: super::body_digest(body),
+                    ticket: ticket.id.clone(),
+                    author,
+                    command,
+                    reply: ticket.reply.clone(),
+                    described: Some(Box::new(ticket)),
+                    ack: None,
+                })
+            });
+        }
         if envelope.action != "Create" {
             return Ok(Inbound::Ignored("only `Create` actions are enriched"));
         }

@@ -1,6 +1,6 @@
 //! PagerDuty v3 webhooks. `incident.triggered` becomes a ticket answered with an incident
-//! note; every other event is acknowledged and ignored, `incident.annotated` included: that
-//! is what runlink's own notes cause. Signatures are `X-PagerDuty-Signature: v1=<hex>`, one
+//! note; `incident.annotated` whose note starts with a `/runlink` command becomes feedback;
+//! every other event is acknowledged and ignored, runlink's own notes included. Signatures are `X-PagerDuty-Signature: v1=<hex>`, one
 //! per active secret, so during a rotation either configured secret verifies. Retries carry
 //! the same `X-Webhook-Id`.
 
@@ -26,6 +26,9 @@ struct Event {
     id: String,
     event_type: String,
     data: EventData,
+    /// Who caused the event (the note's author on `incident.annotated`).
+    #[serde(default)]
+    agent: Option<Reference>,
 }
 
 /// Only incidents are read in full; other events' data is never looked at.
@@ -43,9 +46,16 @@ struct EventData {
     priority: Option<Reference>,
     #[serde(default)]
     incident_key: Option<String>,
-    /// Set on `incident.annotated`: the note's text.
+    /// Set on `incident.annotated`: the note's text, and the incident it is on.
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    incident: Option<IncidentReference>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IncidentReference {
+    id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,14 +149,39 @@ impl Source for Pagerduty {
         let event = envelope.event;
         match event.event_type.as_str() {
             "incident.triggered" => {}
-            "incident.annotated"
-                if event
-                    .data
-                    .content
-                    .as_deref()
-                    .is_some_and(|note| self.marker.is_own(note)) =>
-            {
-                return Ok(Inbound::Ignored("note was written by runlink"));
+            "incident.annotated" => {
+                let note = event.data.content.clone().unwrap_or_default();
+                let delivery = match super::delivery_header(req, WEBHOOK_ID)? {
+                    Some(id) => id,
+                    None => crate::ticket::DeliveryId::parse(&event.id)
+                        .map_err(|e| invalid_field("event.id", e))?,
+                };
+                return super::command_inbound(&note, &self.marker, |command| {
+                    let incident = event
+                        .data
+                        .incident
+                        .map(|i| i.id)
+                        .filter(|id| !id.trim().is_empty())
+                        .ok_or_else(|| {
+                            invalid_field("event.data.incident.id", "is required for notes")
+                        })?;
+                    let reply = ReplyTarget::parse("pagerduty", &incident)
+                        .map_err(|e| invalid_field("event.data.incident.id", e))?;
+                    Ok(crate::feedback::CommentCommand {
+                        source: SourceKind::Pagerduty,
+                        delivery,
+                        ticket: TicketId::parse(format!("pagerduty:{incident}"))
+                            .map_err(|e| invalid_field("event.data.incident.id", e))?,
+                        author: event
+                            .agent
+                            .and_then(|a| a.summary)
+                            .unwrap_or_else(|| "unknown".into()),
+                        command,
+                        described: None,
+                        reply: Some(reply),
+                        ack: None,
+                    })
+                });
             }
             _ => {
                 return Ok(Inbound::Ignored(

@@ -2,7 +2,9 @@
 //! The body is what the rule builds: `sys_id`, `number`, `short_description`, `description`,
 //! `cmdb_ci` (a name, or a reference object `{value, display_value}`), optionally `table`
 //! and `operation`. Authentication is bearer or basic, as the REST message is set up.
-//! Only inserts are enriched: runlink's own work note fires the rule again as an update.
+//! Only inserts are enriched: runlink's own work note fires the rule again as an update. An
+//! update whose `work_notes` (the note just added, with `sys_updated_by` its author) starts
+//! with a `/runlink` command becomes feedback.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,10 @@ struct Record {
     assignment_group: Option<Reference>,
     #[serde(default)]
     category: Option<String>,
+    #[serde(default)]
+    work_notes: Option<String>,
+    #[serde(default)]
+    sys_updated_by: Option<String>,
 }
 
 /// A reference field, sent either as its display name or as ServiceNow's object form.
@@ -127,7 +133,10 @@ fn ticket_from(record: Record) -> Result<Ticket, IngestError> {
 
 /// `POST /webhooks/servicenow`, verified by bearer or basic auth as configured.
 #[derive(Debug)]
-pub struct Servicenow(pub ServicenowAuth);
+pub struct Servicenow {
+    pub auth: ServicenowAuth,
+    pub marker: crate::render::MarkerKey,
+}
 
 impl Source for Servicenow {
     fn name(&self) -> &'static str {
@@ -135,12 +144,12 @@ impl Source for Servicenow {
     }
 
     fn unauthenticated(&self) -> Option<String> {
-        matches!(self.0, ServicenowAuth::None)
+        matches!(self.auth, ServicenowAuth::None)
             .then(|| "sources.servicenow.token (or username and password)".into())
     }
 
     fn admit(&self, req: &HttpRequest) -> Result<(), IngestError> {
-        verify(req, &self.0)
+        verify(req, &self.auth)
     }
 
     fn parse(&self, _req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
@@ -153,7 +162,28 @@ impl Source for Servicenow {
             .as_deref()
             .is_some_and(|op| !op.eq_ignore_ascii_case("insert"))
         {
-            return Ok(Inbound::Ignored("only inserted records are enriched"));
+            let note = record.work_notes.clone().unwrap_or_default();
+            let author = record
+                .sys_updated_by
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
+            if note.trim().is_empty() {
+                return Ok(Inbound::Ignored("only inserted records are enriched"));
+            }
+            return super::command_inbound(&note, &self.marker, |command| {
+                let ticket = ticket_from(record)?;
+                Ok(crate::feedback::CommentCommand {
+                    source: SourceKind::Servicenow,
+                    // The same note sent again is the same event.
+                    delivery: super::body_digest(body),
+                    ticket: ticket.id.clone(),
+                    author,
+                    command,
+                    reply: ticket.reply.clone(),
+                    described: Some(Box::new(ticket)),
+                    ack: None,
+                })
+            });
         }
         Ok(Inbound::Ticket(Box::new(ticket_from(record)?)))
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::feedback::Lessons;
 use crate::runbooks::Runbook;
 use crate::search::{RunbookIndex, SearchError};
 use crate::signature::AlarmSignature;
@@ -29,6 +30,13 @@ pub enum MatchReason {
     Alarm { name: String },
     /// A front-matter `match` regex matched the signature.
     Rule { pattern: String },
+    /// An operator taught it for this alarm with `/runlink use` (`feedback` is the row).
+    Taught {
+        author: String,
+        ticket: String,
+        date: String,
+        feedback: i64,
+    },
     /// Ranked full-text search; `terms` are the query terms the runbook contains. With the
     /// semantic signal, `similarity` is the ticket's cosine similarity to the runbook and
     /// `lexical_rank` where the words alone ranked it (1 first).
@@ -46,6 +54,12 @@ impl MatchReason {
         match self {
             MatchReason::Alarm { name } => format!("alert name `{name}` is listed by this runbook"),
             MatchReason::Rule { pattern } => format!("match rule `{pattern}`"),
+            MatchReason::Taught {
+                author,
+                ticket,
+                date,
+                ..
+            } => format!("taught by {author} in {ticket} on {date}"),
             MatchReason::FullText {
                 terms,
                 similarity,
@@ -114,6 +128,9 @@ pub struct Matcher {
 /// Candidates in rank order, each runbook at most once (its best reason wins).
 struct Ranked<'a> {
     runbooks: &'a [Arc<Runbook>],
+    /// The ticket's alert name, lowercased: runbooks whose `not_alarms` list it answer it
+    /// only by an explicit rule.
+    alertname: Option<String>,
     candidates: Vec<Candidate>,
     taken: Vec<bool>,
     min_confidence: f32,
@@ -121,6 +138,16 @@ struct Ranked<'a> {
 
 impl Ranked<'_> {
     fn push(&mut self, ord: usize, score: f32, confidence: f32, reason: MatchReason) {
+        let explicit = matches!(reason, MatchReason::Alarm { .. } | MatchReason::Rule { .. });
+        if !explicit
+            && let Some(name) = &self.alertname
+            && self.runbooks[ord]
+                .not_alarms
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name))
+        {
+            return;
+        }
         if !self.taken[ord] {
             self.taken[ord] = true;
             self.candidates.push(Candidate {
@@ -169,14 +196,43 @@ impl Matcher {
         signature: &AlarmSignature,
         top_k: usize,
     ) -> Result<Decision, SearchError> {
+        self.decide_with(signature, top_k, None)
+    }
+
+    /// `decide` with the answers operators taught (`crate::feedback`): below the corpus's
+    /// explicit rules, above any text answer.
+    pub fn decide_with(
+        &self,
+        signature: &AlarmSignature,
+        top_k: usize,
+        lessons: Option<&Lessons>,
+    ) -> Result<Decision, SearchError> {
         let runbooks = self.index.runbooks();
         let mut ranked = Ranked {
             runbooks,
+            alertname: signature.alertname.as_ref().map(|a| a.to_lowercase()),
             candidates: Vec::new(),
             taken: vec![false; runbooks.len()],
             min_confidence: self.settings.min_confidence,
         };
         self.rules.answer(signature, runbooks, &mut ranked);
+        if let Some(lesson) = lessons.and_then(|l| l.get(signature))
+            && let Some(ord) = runbooks
+                .iter()
+                .position(|r| r.id.as_str() == lesson.runbook)
+        {
+            ranked.push(
+                ord,
+                TAUGHT_SCORE,
+                1.0,
+                MatchReason::Taught {
+                    author: lesson.author.clone(),
+                    ticket: lesson.ticket.clone(),
+                    date: lesson.date(),
+                    feedback: lesson.feedback,
+                },
+            );
+        }
 
         if ranked.candidates.len() < top_k {
             let hits = self.fused_text(signature, top_k.max(2) + 1)?;
@@ -222,6 +278,10 @@ impl Matcher {
         })
     }
 }
+
+/// Taught answers rank below the corpus's explicit rules (`rules::RULE_SCORE`) and above
+/// any text score.
+const TAUGHT_SCORE: f32 = 250.0;
 
 /// How far (a share of its score) the best text answer must stand above the runner-up to be
 /// confident. Chosen with `runlink eval` on both development corpora, where it halves the

@@ -267,3 +267,85 @@ fn a_winner_the_words_did_not_choose_is_not_confident() {
     assert_eq!(agreed.candidates[0].runbook.id.as_str(), "disk.md");
     assert!(agreed.is_confident(), "{:?}", agreed.candidates[0]);
 }
+
+fn taught(alarm: &str, runbook: &str) -> crate::feedback::Lessons {
+    let row = crate::feedback::FeedbackRow {
+        id: 7,
+        forgotten_ms: None,
+        feedback: crate::feedback::Feedback {
+            at_ms: 1_764_720_000_000,
+            source: "github".into(),
+            delivery: "d".into(),
+            ticket: "github:acme/ops#3".into(),
+            author: "ana".into(),
+            kind: crate::feedback::FeedbackKind::Use,
+            runbook: Some(runbook.into()),
+            lesson_key: Some(format!("alert:{}", alarm.to_lowercase())),
+            signature: String::new(),
+            alertname: Some(alarm.into()),
+            answered: None,
+            answered_confident: false,
+            answered_taught: false,
+            index_version: String::new(),
+        },
+    };
+    crate::feedback::Lessons::from_rows(&[row], 1)
+}
+
+#[test]
+fn a_taught_answer_is_confident_above_text_and_below_explicit_rules() {
+    let m = matcher(DOCS);
+    let lessons = taught("PodsRestarting", "KubePodCrashLooping.md");
+    let sig = signature("processor saturation on node", Some("PodsRestarting"));
+    let d = m.decide_with(&sig, 3, Some(&lessons)).unwrap();
+    assert_eq!(
+        d.candidates[0].runbook.id.as_str(),
+        "KubePodCrashLooping.md"
+    );
+    assert!(d.is_confident());
+    assert_eq!(
+        d.candidates[0].reason.describe(),
+        "taught by ana in github:acme/ops#3 on 2025-12-03"
+    );
+    // Without the lesson the words decide.
+    let d = m.decide(&sig, 3).unwrap();
+    assert_ne!(
+        d.candidates[0].runbook.id.as_str(),
+        "KubePodCrashLooping.md"
+    );
+
+    // The corpus's own alarm names still win over a lesson.
+    let lessons = taught("HostOutOfDiskSpace", "cpu.md");
+    let d = m
+        .decide_with(
+            &signature("x", Some("HostOutOfDiskSpace")),
+            3,
+            Some(&lessons),
+        )
+        .unwrap();
+    assert_eq!(d.candidates[0].runbook.id.as_str(), "disk.md");
+    assert_eq!(d.candidates[1].runbook.id.as_str(), "cpu.md");
+}
+
+#[test]
+fn not_alarms_keeps_a_runbook_from_answering_that_alarm_by_text() {
+    let docs = [
+        DOCS[0],
+        (
+            "restarts.md",
+            "---\nnot_alarms: [KubeContainerWaiting]\n---\n# Container restarts\n\n## Meaning\n\nA pod container keeps restarting.\n",
+        ),
+    ];
+    let m = matcher(&docs);
+    let text = "pod container keeps restarting";
+    let d = m
+        .decide(&signature(text, Some("KubeContainerWaiting")), 3)
+        .unwrap();
+    assert!(
+        d.candidates
+            .iter()
+            .all(|c| c.runbook.id.as_str() != "restarts.md")
+    );
+    let d = m.decide(&signature(text, Some("Other")), 3).unwrap();
+    assert_eq!(d.candidates[0].runbook.id.as_str(), "restarts.md");
+}

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditRecord};
+use crate::feedback::{Feedback, FeedbackRow};
 use crate::ticket::{ReplyTarget, Ticket, TicketId};
 
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +428,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn write_state(&self) -> WriteState {
         WriteState::default()
     }
+
+    /// Records an operator's command, with its `feedback` audit event, in one transaction.
+    /// `None` when the same comment event was recorded before (a sender's retry).
+    async fn record_feedback(&self, feedback: &Feedback) -> Result<Option<i64>, StoreError>;
+
+    /// Feedback since `since_ms`, oldest first, forgotten rows included (marked).
+    async fn feedback_since(&self, since_ms: i64) -> Result<Vec<FeedbackRow>, StoreError>;
+
+    /// Sets a feedback row aside (with an audit event); `false` when there is no such row
+    /// or it was set aside already.
+    async fn forget_feedback(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// The ticket with this id as its latest delivery described it.
+    async fn ticket(&self, id: &TicketId) -> Result<Option<StoredTicket>, StoreError>;
+
+    /// Queues a comment that answers no webhook (a reply to a command), with its audit
+    /// event; `false` when its delivery key was queued before.
+    async fn enqueue_reply(
+        &self,
+        ticket: &TicketId,
+        delivery: NewDelivery,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError>;
 
     /// Pending deliveries only: what load shedding needs, cheaper than `counts`.
     async fn pending(&self) -> Result<u64, StoreError> {

@@ -146,6 +146,46 @@ pub(crate) const TICKETS_SINCE: Statement = Statement(
     "SELECT received_at, ticket FROM tickets WHERE received_at >= ?1 ORDER BY id LIMIT ?2",
 );
 
+/// A retried comment event (same source and delivery) records nothing and returns no row.
+pub(crate) const INSERT_FEEDBACK: Statement = Statement(
+    "INSERT INTO feedback (at, source, delivery_id, ticket_id, kind, record)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (source, delivery_id) DO NOTHING
+     RETURNING id",
+);
+
+pub(crate) const FEEDBACK_SINCE: Statement =
+    Statement("SELECT id, record, forgotten_at FROM feedback WHERE at >= ?1 ORDER BY id");
+
+pub(crate) const FORGET_FEEDBACK: Statement =
+    Statement("UPDATE feedback SET forgotten_at = ?2 WHERE id = ?1 AND forgotten_at IS NULL");
+
+/// The ticket as its latest delivery described it.
+pub(crate) const TICKET_BY_ID: Statement = Statement(
+    "SELECT received_at, ticket FROM tickets WHERE ticket_id = ?1 ORDER BY id DESC LIMIT 1",
+);
+
+/// A comment that answers no webhook: a reply to an operator's command.
+pub(crate) const INSERT_REPLY: Statement = Statement(
+    "INSERT INTO outbox (delivery_key, ticket_id, destination, target, body, state,
+                         next_attempt_at, created_at, updated_at, summary)
+     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6, ?7)
+     ON CONFLICT (delivery_key) DO NOTHING",
+);
+
+/// A feedback row from `FEEDBACK_SINCE`'s columns.
+pub(crate) fn feedback_row(
+    id: i64,
+    record: &str,
+    forgotten_ms: Option<i64>,
+) -> Result<crate::feedback::FeedbackRow, StoreError> {
+    Ok(crate::feedback::FeedbackRow {
+        id,
+        feedback: serde_json::from_str(record)?,
+        forgotten_ms,
+    })
+}
+
 pub(crate) const INSERT_AUDIT: Statement =
     Statement("INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, ?3, ?4)");
 

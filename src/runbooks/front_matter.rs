@@ -14,6 +14,15 @@ pub(super) struct FrontMatter {
     pub alarms: Vec<String>,
     #[serde(default, rename = "match")]
     pub match_rules: Vec<String>,
+    /// Alert names this runbook must never answer by text or by a taught answer (an alarm
+    /// operators repeatedly called it wrong for).
+    #[serde(default)]
+    pub not_alarms: Vec<String>,
+    /// On a page of runbooks: `alarms` and `not_alarms` per section, by anchor.
+    #[serde(default)]
+    pub section_alarms: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub section_not_alarms: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub services: Vec<String>,
     #[serde(default)]
@@ -33,6 +42,9 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "title",
     "alarms",
     "match",
+    "not_alarms",
+    "section_alarms",
+    "section_not_alarms",
     "services",
     "tags",
     "url",

@@ -74,7 +74,7 @@ static LINK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\]\(([^)\s]+)\)").u
 
 /// The known key closest to a misspelled one, if it is close enough to be a typo.
 pub fn did_you_mean(key: &str) -> Option<&'static str> {
-    crate::suggest::closest(key, KNOWN_KEYS.iter().copied())
+    crate::did_you_mean::closest(key, KNOWN_KEYS.iter().copied())
 }
 
 /// The 1-based line of a front-matter key, found in the file's text.
@@ -247,6 +247,19 @@ pub fn lint(corpus: &Corpus) -> Vec<Finding> {
                 );
             }
         }
+        // Refusing an alarm it also claims: the claim wins, so the refusal is a mistake.
+        if let Some(both) = runbook
+            .not_alarms
+            .iter()
+            .find(|n| runbook.alarms.iter().any(|a| a.eq_ignore_ascii_case(n)))
+        {
+            push(
+                key_line(src, "not_alarms"),
+                Some("not_alarms"),
+                Severity::Error,
+                format!("alarm `{both}` is in both `alarms` and `not_alarms`"),
+            );
+        }
         let mut own: Vec<String> = runbook.alarms.iter().map(|a| a.to_lowercase()).collect();
         own.sort();
         own.dedup();
@@ -399,6 +412,39 @@ mod tests {
             "---\nfirst_steps:\n  - Ask a second person to check the pod name, then `kubectl delete pod <pod>`\n---\n# X\n",
         )]);
         assert!(lint(&c).is_empty(), "{:?}", messages(&lint(&c)));
+    }
+
+    #[test]
+    fn not_alarms_is_known_and_may_not_contradict_alarms() {
+        let (_d, c) = corpus(&[
+            (
+                "ok.md",
+                "---
+not_alarms: [KubePodNotReady]
+first_steps: [Check the pod]
+---
+# KubePodCrashLooping
+",
+            ),
+            (
+                "bad.md",
+                "---
+alarms: [DiskFull]
+not_alarms: [diskfull]
+first_steps: [Run df]
+---
+# Disk
+",
+            ),
+        ]);
+        let found = messages(&lint(&c));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].ends_with(
+                "bad.md:3: error: key `not_alarms`: alarm `diskfull` is in both `alarms` and `not_alarms`"
+            ),
+            "{found:#?}"
+        );
     }
 
     #[test]

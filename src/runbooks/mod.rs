@@ -61,6 +61,8 @@ pub struct Runbook {
     pub title: String,
     /// Alert names this runbook answers exactly: front matter `alarms`, else its H1 and stem.
     pub alarms: Vec<String>,
+    /// Alert names it must never answer but by an explicit rule: front matter `not_alarms`.
+    pub not_alarms: Vec<String>,
     pub match_rules: Vec<MatchRule>,
     pub services: Vec<String>,
     pub tags: Vec<String>,
@@ -319,7 +321,29 @@ impl Runbook {
             id: RunbookId(format!("{page}#{}", head.anchor)),
             path: relative.to_path_buf(),
             title: head.heading.clone(),
-            alarms: sections::alarm_of(&head.heading).into_iter().collect(),
+            alarms: sections::alarm_of(&head.heading)
+                .into_iter()
+                .chain(
+                    front
+                        .section_alarms
+                        .get(&head.anchor)
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                )
+                .collect(),
+            not_alarms: front
+                .not_alarms
+                .iter()
+                .chain(
+                    front
+                        .section_not_alarms
+                        .get(&head.anchor)
+                        .into_iter()
+                        .flatten(),
+                )
+                .cloned()
+                .collect(),
             match_rules: Vec::new(),
             services: front.services.clone(),
             tags: front.tags.clone(),
@@ -419,6 +443,7 @@ impl Runbook {
             path: relative.to_path_buf(),
             title,
             alarms,
+            not_alarms: front.not_alarms,
             match_rules,
             services: front.services,
             tags: front.tags,

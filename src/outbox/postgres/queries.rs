@@ -8,6 +8,37 @@ use crate::outbox::{Fold, FoldedLine, TargetLoad};
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn record_feedback(
+        &self,
+        feedback: &crate::feedback::Feedback,
+    ) -> Result<Option<i64>, StoreError> {
+        self.insert_feedback(feedback).await
+    }
+
+    async fn feedback_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<crate::feedback::FeedbackRow>, StoreError> {
+        self.select_feedback(since_ms).await
+    }
+
+    async fn forget_feedback(&self, id: i64) -> Result<bool, StoreError> {
+        self.set_feedback_aside(id).await
+    }
+
+    async fn ticket(&self, id: &TicketId) -> Result<Option<StoredTicket>, StoreError> {
+        self.select_ticket(id).await
+    }
+
+    async fn enqueue_reply(
+        &self,
+        ticket: &TicketId,
+        delivery: crate::outbox::NewDelivery,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.insert_reply(ticket, delivery, event).await
+    }
+
     async fn accept(&self, accepted: Accepted) -> Result<AcceptOutcome, StoreError> {
         if accepted.matching == Matching::Deferred {
             // Replicas share the tables with no log in front of them: nothing here could

@@ -144,6 +144,23 @@ $$;
     r#"
 CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#,
+    // What operators say about answers (`/runlink right|wrong|use|none`), and the ticket a
+    // command is about, found by its id.
+    r#"
+CREATE TABLE feedback (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    ticket_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    record TEXT NOT NULL,
+    forgotten_at BIGINT,
+    UNIQUE (source, delivery_id)
+);
+CREATE INDEX feedback_at ON feedback (at);
+CREATE INDEX tickets_ticket ON tickets (ticket_id);
+"#,
 ];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).

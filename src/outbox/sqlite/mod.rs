@@ -35,6 +35,7 @@ use crate::ticket::TicketId;
 mod applier;
 mod codec;
 mod decide;
+mod feedback;
 mod flusher;
 mod queries;
 mod schema;

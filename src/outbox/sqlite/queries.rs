@@ -7,6 +7,37 @@ use crate::outbox::{Fold, FoldedLine, TargetLoad};
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn record_feedback(
+        &self,
+        feedback: &crate::feedback::Feedback,
+    ) -> Result<Option<i64>, StoreError> {
+        self.insert_feedback(feedback).await
+    }
+
+    async fn feedback_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<crate::feedback::FeedbackRow>, StoreError> {
+        self.select_feedback(since_ms).await
+    }
+
+    async fn forget_feedback(&self, id: i64) -> Result<bool, StoreError> {
+        self.set_feedback_aside(id).await
+    }
+
+    async fn ticket(&self, id: &TicketId) -> Result<Option<StoredTicket>, StoreError> {
+        self.select_ticket(id).await
+    }
+
+    async fn enqueue_reply(
+        &self,
+        ticket: &TicketId,
+        delivery: crate::outbox::NewDelivery,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.insert_reply(ticket, delivery, event).await
+    }
+
     fn defers_matching(&self) -> bool {
         self.inner.ingest.is_some() && self.inner.enrich.is_some()
     }

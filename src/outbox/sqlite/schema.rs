@@ -134,6 +134,23 @@ CREATE INDEX outbox_dest_due ON outbox (destination, state, next_attempt_at);
 CREATE INDEX outbox_target ON outbox (destination, target, updated_at);
 CREATE INDEX outbox_folded ON outbox (folded_into) WHERE folded_into IS NOT NULL;
 "#,
+    // What operators say about answers (`/runlink right|wrong|use|none`), and the ticket a
+    // command is about, found by its id.
+    r#"
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    ticket_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    record TEXT NOT NULL,
+    forgotten_at INTEGER,
+    UNIQUE (source, delivery_id)
+);
+CREATE INDEX feedback_at ON feedback (at);
+CREATE INDEX tickets_ticket ON tickets (ticket_id);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
