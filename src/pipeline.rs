@@ -195,18 +195,18 @@ pub fn delivery_key(ticket: &Ticket, signature_key: &str) -> String {
     hex::encode(&hash.finalize()[..16])
 }
 
+/// What a decision is made with, and the one already made for it, if any.
+struct Coalesced {
+    matcher: Arc<Matcher>,
+    lessons: Option<Arc<crate::feedback::Lessons>>,
+    key: String,
+    decision: Option<Arc<Decision>>,
+}
+
 impl Enricher {
     /// The matcher in force, the coalescing key of `signature` under it, and the decision
     /// already made for that key, if any.
-    fn coalesced(
-        &self,
-        signature: &AlarmSignature,
-    ) -> (
-        Arc<Matcher>,
-        Option<Arc<crate::feedback::Lessons>>,
-        String,
-        Option<Arc<Decision>>,
-    ) {
+    fn coalesced(&self, signature: &AlarmSignature) -> Coalesced {
         let matcher = self.matcher.current();
         let lessons = self.lessons.as_ref().map(|book| book.current());
         // A new lesson must not be hidden behind a decision remembered before it.
@@ -220,7 +220,12 @@ impl Enricher {
         if decision.is_some() {
             self.metrics.coalesced.inc();
         }
-        (matcher, lessons, key, decision)
+        Coalesced {
+            matcher,
+            lessons,
+            key,
+            decision,
+        }
     }
 
     fn remember(&self, key: String, decision: Decision) -> Arc<Decision> {
@@ -232,7 +237,12 @@ impl Enricher {
     /// Shared, not copied: every ticket of a coalesced alarm holds the same decision, which
     /// also lets the renderer reuse the comment it rendered for it.
     pub async fn decide(&self, signature: AlarmSignature) -> Result<Arc<Decision>, PipelineError> {
-        let (matcher, lessons, key, coalesced) = self.coalesced(&signature);
+        let Coalesced {
+            matcher,
+            lessons,
+            key,
+            decision: coalesced,
+        } = self.coalesced(&signature);
         if let Some(decision) = coalesced {
             return Ok(decision);
         }
@@ -273,7 +283,12 @@ impl Enricher {
         &self,
         signature: &AlarmSignature,
     ) -> Result<Arc<Decision>, PipelineError> {
-        let (matcher, lessons, key, coalesced) = self.coalesced(signature);
+        let Coalesced {
+            matcher,
+            lessons,
+            key,
+            decision: coalesced,
+        } = self.coalesced(signature);
         if let Some(decision) = coalesced {
             return Ok(decision);
         }

@@ -90,8 +90,7 @@ pub(super) async fn generic_webhook(
     name: web::Path<String>,
     payload: web::Payload,
     sources: web::Data<GenericSources>,
-    pipeline: web::Data<Pipeline>,
-    teacher: web::Data<Teacher>,
+    (pipeline, teacher): (web::Data<Pipeline>, web::Data<Teacher>),
     metrics: web::Data<Metrics>,
     limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
