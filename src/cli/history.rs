@@ -299,6 +299,8 @@ pub(super) async fn replay_changes(
 ) -> anyhow::Result<(usize, Vec<Change>)> {
     let tickets = store.tickets_since(since, limit).await?;
     let records = read_audit(store, None, Some(since), None).await?;
+    // Answers operators taught stay in force whatever the corpus says, as on the server.
+    let lessons = runlink::feedback::Lessons::from_rows(&store.feedback_since(0).await?, 1);
     // The decision recorded for each ticket (its last one).
     let mut recorded: HashMap<String, (Option<String>, f32)> = HashMap::new();
     for record in records {
@@ -324,7 +326,7 @@ pub(super) async fn replay_changes(
         };
         replayed += 1;
         let signature = AlarmSignature::of(&ticket, normalizer);
-        let decision = matcher.decide(&signature, 3)?;
+        let decision = matcher.decide_with(&signature, 3, Some(&lessons))?;
         let top = decision.candidates.first();
         let after = top
             .filter(|c| c.confident)

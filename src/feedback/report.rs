@@ -66,7 +66,8 @@ pub fn build(rows: &[FeedbackRow], linked: &HashMap<String, usize>, lessons: &Le
         let f = &row.feedback;
         report.commands += 1;
         *report.by_kind.entry(f.kind.as_str()).or_default() += 1;
-        if let Some(answered) = &f.answered {
+        // Only a linked (confident) answer is the runbook's record.
+        if let Some(answered) = f.answered.as_ref().filter(|_| f.answered_confident) {
             let r = runbooks
                 .entry(answered.clone())
                 .or_insert_with(|| RunbookReport {

@@ -126,11 +126,14 @@ pub fn suggest(
                 .entry(key.clone())
                 .or_insert_with(|| title.to_string());
         }
-        match (f.kind, &f.runbook, &f.answered) {
+        // Only a linked answer (a confident one) can be wrong: a runbook listed as an
+        // unverified candidate was never asserted.
+        let answered = f.answered.as_ref().filter(|_| f.answered_confident);
+        match (f.kind, &f.runbook, answered) {
             (FeedbackKind::Use, Some(to), answered) => {
                 *taught.entry((key.clone(), to.clone())).or_default() += 1;
                 // Corrected away from an answer: a vote against that answer too.
-                if let Some(from) = answered.as_ref().filter(|a| *a != to) {
+                if let Some(from) = answered.filter(|a| *a != to) {
                     *wrong.entry((key.clone(), from.clone())).or_default() += 1;
                 }
             }
@@ -237,8 +240,10 @@ pub fn suggest(
             | Proposal::NotAlarm { runbook, .. } => runbook,
         };
         if let Some(rb) = by_id.get(id.as_str()) {
+            // The id without its anchor is the file's path under the corpus.
+            let file = rb.id.as_str().split('#').next().unwrap_or_default();
             per_file
-                .entry(rb.path.clone())
+                .entry(PathBuf::from(file))
                 .or_default()
                 .push((rb, proposal));
         }

@@ -25,6 +25,13 @@ struct Envelope {
     issue: Option<Issue>,
 }
 
+/// Which event a body is, read before the rest: each event has its own shape.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventKind {
+    webhook_event: String,
+}
+
 /// `comment_created`: only the issue's key is needed (runlink finds the ticket it stored).
 #[derive(Debug, Deserialize)]
 struct CommentEnvelope {
@@ -238,11 +245,12 @@ impl Source for Jira {
 
     fn parse(&self, req: &HttpRequest, body: &[u8]) -> Result<Inbound, IngestError> {
         super::check_prefixed_hmac(req, SIGNATURE, self.secret.as_ref(), body)?;
-        let envelope: Envelope = parse_json(body)?;
-        if envelope.webhook_event == "comment_created" {
+        let kind: EventKind = parse_json(body)?;
+        if kind.webhook_event == "comment_created" {
             let delivery = super::delivery_header(req, IDENTIFIER)?;
             return comment_inbound(body, delivery, &self.marker);
         }
+        let envelope: Envelope = parse_json(body)?;
         if envelope.webhook_event != "jira:issue_created" {
             return Ok(Inbound::Ignored(
                 "only `jira:issue_created` events are enriched",

@@ -11,6 +11,7 @@ mod config;
 mod destinations;
 mod disk_full;
 mod failback;
+mod feedback;
 mod github_webhook;
 mod hardening;
 mod history;

@@ -450,7 +450,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
         .map(|store| store.expect("every replica starts"))
         .collect();
     for store in &stores {
-        assert_eq!(store.migrate().await.unwrap(), 7);
+        assert_eq!(store.migrate().await.unwrap(), 8);
     }
     // Replicas starting together each offer a secret of their own; all get the first one
     // stored, and so does a later start.
@@ -699,5 +699,129 @@ async fn a_reply_targets_last_comment_takes_in_its_other_alerts() {
         assert_eq!((counts.pending, counts.folded), (0, 3), "{}", b.name);
         let folded = s.list(Some(ItemState::Folded), 10).await.unwrap();
         assert_eq!(folded.len(), 3, "{}", b.name);
+    }
+}
+
+fn feedback(delivery: &str, kind: runlink::feedback::FeedbackKind) -> runlink::feedback::Feedback {
+    runlink::feedback::Feedback {
+        at_ms: now_ms(),
+        source: "github".into(),
+        delivery: delivery.into(),
+        ticket: "github:acme/ops#1".into(),
+        author: "ana".into(),
+        kind,
+        runbook: Some("host/disk-full.md".into()),
+        lesson_key: Some("alert:diskfull".into()),
+        signature: "DiskFull: disk full".into(),
+        alertname: Some("DiskFull".into()),
+        answered: None,
+        answered_confident: false,
+        answered_taught: false,
+        index_version: "v1".into(),
+    }
+}
+
+#[tokio::test]
+async fn feedback_is_recorded_once_read_back_and_forgotten_with_audit_events() {
+    use runlink::feedback::FeedbackKind;
+    for b in backends().await {
+        let store = &b.store;
+        let first = store
+            .record_feedback(&feedback("c-1", FeedbackKind::Use))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{}: first record", b.name));
+        // The same comment event again (a sender's retry) records nothing.
+        let again = store
+            .record_feedback(&feedback("c-1", FeedbackKind::Use))
+            .await
+            .unwrap();
+        assert_eq!(again, None, "{}", b.name);
+        let second = store
+            .record_feedback(&feedback("c-2", FeedbackKind::Right))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(second > first, "{}", b.name);
+
+        let rows = store.feedback_since(0).await.unwrap();
+        assert_eq!(rows.len(), 2, "{}", b.name);
+        assert_eq!(rows[0].id, first);
+        let mut expected = feedback("c-1", FeedbackKind::Use);
+        expected.at_ms = rows[0].feedback.at_ms;
+        assert_eq!(rows[0].feedback, expected, "{}", b.name);
+        assert!(store.forget_feedback(first).await.unwrap(), "{}", b.name);
+        assert!(!store.forget_feedback(first).await.unwrap(), "{}", b.name);
+        assert!(!store.forget_feedback(9_999).await.unwrap(), "{}", b.name);
+        let rows = store.feedback_since(0).await.unwrap();
+        assert!(rows[0].forgotten_ms.is_some() && rows[1].forgotten_ms.is_none());
+        let kinds: Vec<String> = store
+            .audit_log(AuditQuery::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.event.kind().to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["feedback", "feedback", "feedback_forgotten"],
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_ticket_is_found_by_its_id_and_a_reply_is_queued_once() {
+    for b in backends().await {
+        let store = &b.store;
+        assert!(
+            store
+                .ticket(&TicketId::parse("github:acme/ops#1").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store
+            .accept(accepted("github:acme/ops#1", "d-1", "k-1"))
+            .await
+            .unwrap();
+        let found = store
+            .ticket(&TicketId::parse("github:acme/ops#1").unwrap())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{}: ticket by id", b.name));
+        assert_eq!(found.ticket.title, "Disk full");
+
+        let reply = accepted("github:acme/ops#1", "d-1", "reply-1")
+            .delivery
+            .unwrap();
+        let ticket = TicketId::parse("github:acme/ops#1").unwrap();
+        let refused = AuditEvent::FeedbackRefused {
+            author: "bo".into(),
+            reason: "no runbook `x`".into(),
+        };
+        assert!(
+            store
+                .enqueue_reply(&ticket, reply.clone(), refused.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.enqueue_reply(&ticket, reply, refused).await.unwrap(),
+            "{}",
+            b.name
+        );
+        let due = store
+            .claim_due("github", now_ms() + 1, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(
+            due.len(),
+            2,
+            "{}: the accept's comment and the reply",
+            b.name
+        );
+        assert!(due.iter().any(|i| i.delivery_key == "reply-1"));
     }
 }
