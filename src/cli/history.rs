@@ -187,6 +187,9 @@ pub struct CoverageArgs {
 struct Gap {
     signature: String,
     tickets: usize,
+    /// `/runlink none` commands: operators saying no runbook covers it, whatever runlink
+    /// answered.
+    operators_said_none: usize,
     closest: Vec<String>,
 }
 
@@ -207,6 +210,7 @@ pub fn coverage(args: CoverageArgs) -> anyhow::Result<ExitCode> {
                 let gap = gaps.entry(signature.clone()).or_insert_with(|| Gap {
                     signature,
                     tickets: 0,
+                    operators_said_none: 0,
                     closest: candidates
                         .iter()
                         .take(3)
@@ -216,17 +220,40 @@ pub fn coverage(args: CoverageArgs) -> anyhow::Result<ExitCode> {
                 gap.tickets += 1;
             }
         }
+        let said_none = store.feedback_since(since.unwrap_or(0)).await?;
+        for row in said_none.iter().filter(|r| {
+            r.forgotten_ms.is_none() && r.feedback.kind == runlink::feedback::FeedbackKind::None
+        }) {
+            let signature = &row.feedback.signature;
+            gaps.entry(signature.clone())
+                .or_insert_with(|| Gap {
+                    signature: signature.clone(),
+                    tickets: 0,
+                    operators_said_none: 0,
+                    closest: Vec::new(),
+                })
+                .operators_said_none += 1;
+        }
         let mut gaps: Vec<Gap> = gaps.into_values().collect();
         gaps.sort_by(|a, b| {
-            b.tickets
-                .cmp(&a.tickets)
+            (b.tickets + b.operators_said_none)
+                .cmp(&(a.tickets + a.operators_said_none))
                 .then(a.signature.cmp(&b.signature))
         });
         for gap in &gaps {
             if args.json {
                 println!("{}", serde_json::to_string(gap)?);
             } else {
-                println!("{:>6}  {}", gap.tickets, gap.signature);
+                println!(
+                    "{:>6}  {}{}",
+                    gap.tickets,
+                    gap.signature,
+                    if gap.operators_said_none > 0 {
+                        format!("  (operators said no runbook fits: {})", gap.operators_said_none)
+                    } else {
+                        String::new()
+                    }
+                );
                 if !gap.closest.is_empty() {
                     println!("        closest: {}", gap.closest.join(", "));
                 }
@@ -234,7 +261,7 @@ pub fn coverage(args: CoverageArgs) -> anyhow::Result<ExitCode> {
         }
         if !args.json {
             eprintln!(
-                "{} alarm signature(s) without a confident runbook",
+                "{} alarm signature(s) without a confident runbook, or that operators said no runbook covers",
                 gaps.len()
             );
         }

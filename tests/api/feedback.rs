@@ -285,6 +285,10 @@ async fn operators_teach_an_answer_in_the_ticket_and_authors_turn_it_into_a_rule
     )
     .await;
 
+    // "No runbook fits" feeds coverage, whatever runlink answered.
+    let none = command(&app, "c-4", comment_event(3, 507, "cy", "/runlink none")).await;
+    assert_eq!(none["kind"], "none", "{none}");
+
     // Jira: the same commands through `comment_created`, for a ticket known by its title.
     let created = serde_json::json!({
         "webhookEvent": "jira:issue_created",
@@ -352,6 +356,19 @@ async fn operators_teach_an_answer_in_the_ticket_and_authors_turn_it_into_a_rule
         .find(|r| r["runbook"] == TAUGHT)
         .unwrap();
     assert_eq!(crash["called_wrong"], 1, "{crash}");
+
+    let out = runlink(&["coverage", "--json", "--config", config]);
+    assert!(out.status.success(), "{out:?}");
+    let gaps = stdout(&out);
+    let said_none = gaps
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|g| g["operators_said_none"] == 1)
+        .unwrap_or_else(|| panic!("{gaps}"));
+    assert!(
+        said_none["signature"].as_str().unwrap().starts_with(ALARM),
+        "{said_none}"
+    );
 
     let out = runlink(&[
         "suggest",
@@ -443,5 +460,100 @@ async fn a_command_from_an_unsigned_sender_is_refused_like_any_webhook() {
     assert_eq!(response.status(), 401);
     let metrics = app.metrics().await;
     assert!(!metrics.contains("runlink_feedback_total{"), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn commands_arrive_from_every_source_that_sends_comment_events() {
+    let github = github_double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(
+        dir.path(),
+        &github.uri(),
+        "[sources.generic.desk]\ntitle = \"/title\"\nid = \"/id\"\ncomment = \"/note/text\"\ncomment_author = \"/note/by\"\n",
+    );
+    let store_url = config.store.clone();
+    let app = TestApp::spawn(config).await;
+    let sends = [
+        (
+            "/webhooks/pagerduty",
+            serde_json::json!({"event": {
+                "id": "ev-1", "event_type": "incident.annotated",
+                "agent": {"summary": "Pat"},
+                "data": {"id": "note-1", "content": "/runlink right", "incident": {"id": "PX1"}},
+            }}),
+            "pagerduty:PX1",
+        ),
+        (
+            "/webhooks/opsgenie",
+            serde_json::json!({"action": "AddNote", "alert": {
+                "alertId": "og-1", "message": "Disk full on db-1",
+                "note": "/runlink none", "username": "oli@example.com",
+            }}),
+            "opsgenie:og-1",
+        ),
+        (
+            "/webhooks/servicenow",
+            serde_json::json!({
+                "sys_id": "abc", "number": "INC1", "short_description": "Disk full on db-1",
+                "operation": "update", "work_notes": "/runlink wrong", "sys_updated_by": "sam",
+            }),
+            "servicenow:incident/abc",
+        ),
+        (
+            "/webhooks/generic/desk",
+            serde_json::json!({"id": "T-9", "note": {"text": "/runlink use host/disk-full.md", "by": "gus"}}),
+            "generic.desk:T-9",
+        ),
+    ];
+    for (path, body, ticket) in &sends {
+        let response = app.webhook(path, body.to_string(), &[]).await;
+        assert_eq!(response.status(), 202, "{path}");
+        let ack: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(ack["status"], "recorded", "{path}: {ack}");
+        assert_eq!(ack["ticket"], *ticket, "{path}: {ack}");
+    }
+    // An ordinary note and an unreadable command are acknowledged and not recorded.
+    let plain = serde_json::json!({"event": {
+        "id": "ev-2", "event_type": "incident.annotated",
+        "data": {"content": "looking into it", "incident": {"id": "PX1"}},
+    }});
+    let ack: serde_json::Value = app
+        .webhook("/webhooks/pagerduty", plain.to_string(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack["status"], "ignored", "{ack}");
+    let typo = serde_json::json!({"id": "T-9", "note": {"text": "/runlink maybe"}});
+    let ack: serde_json::Value = app
+        .webhook("/webhooks/generic/desk", typo.to_string(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack["status"], "bad_command", "{ack}");
+
+    let store = runlink::wiring::open_store(&store_url).await.unwrap();
+    let rows = store.feedback_since(0).await.unwrap();
+    let said: Vec<(String, String, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.feedback.ticket.clone(),
+                r.feedback.author.clone(),
+                r.feedback.kind.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            ("pagerduty:PX1".into(), "Pat".into(), "right"),
+            ("opsgenie:og-1".into(), "oli@example.com".into(), "none"),
+            ("servicenow:incident/abc".into(), "sam".into(), "wrong"),
+            ("generic.desk:T-9".into(), "gus".into(), "use"),
+        ]
+    );
     app.stop().await;
 }
