@@ -43,6 +43,9 @@ pub enum AuditEvent {
         /// The runbook index the decision was made with.
         #[serde(default)]
         index_version: String,
+        /// A synthetic ticket (`runlink canary probe`): left out of coverage and reports.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        probe: bool,
     },
     /// The runbook corpus was reloaded, or a reload was refused.
     Reloaded {
@@ -96,6 +99,28 @@ pub enum AuditEvent {
     FeedbackForgotten {
         id: i64,
     },
+    /// A reloaded corpus went into shadow beside the live one (`runbooks.canary`).
+    CanaryStarted {
+        version: String,
+        live_version: String,
+        runbooks: usize,
+        trigger: String,
+    },
+    /// The candidate became the live index; `by` is `automatic`, an admin, or another
+    /// replica.
+    CanaryPromoted {
+        version: String,
+        seen: u64,
+        changed: u64,
+        by: String,
+    },
+    /// The candidate was dropped; the live index never changed.
+    CanaryAborted {
+        version: String,
+        seen: u64,
+        changed: u64,
+        by: String,
+    },
     DeliveryAttempt {
         delivery_key: String,
         destination: String,
@@ -141,6 +166,9 @@ impl AuditEvent {
             AuditEvent::Folded { .. } => "folded",
             AuditEvent::DeliveryAttempt { .. } => "delivery_attempt",
             AuditEvent::Feedback { .. } => "feedback",
+            AuditEvent::CanaryStarted { .. } => "canary_started",
+            AuditEvent::CanaryPromoted { .. } => "canary_promoted",
+            AuditEvent::CanaryAborted { .. } => "canary_aborted",
             AuditEvent::FeedbackRefused { .. } => "feedback_refused",
             AuditEvent::FeedbackForgotten { .. } => "feedback_forgotten",
         }
@@ -148,6 +176,7 @@ impl AuditEvent {
 
     pub fn decided(signature: String, decision: &Decision) -> Self {
         AuditEvent::Decided {
+            probe: false,
             index_version: decision.index_version.clone(),
             signature,
             confident: decision.is_confident(),

@@ -11,6 +11,7 @@
 #![warn(unreachable_pub)]
 
 pub mod audit;
+pub mod canary;
 pub mod config;
 pub mod deliver;
 mod did_you_mean;

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub delivery_seconds: Family<Destination, Histogram, fn() -> Histogram>,
     /// Runbook reloads by outcome (ok, refused).
     pub reloads: Family<Outcome, Counter>,
+    /// Tickets decided by both the live and the candidate index, by whether they differ.
+    pub canary: Family<Outcome, Counter>,
     /// Operators' `/runlink` commands by kind (right, wrong, use, none, refused).
     pub feedback: Family<Kind, Counter>,
     /// The ingest log's totals, copied from the store at each scrape (`set_log_stats`).
@@ -109,6 +111,7 @@ impl Metrics {
             delivery_seconds: Family::new_with_constructor(latency_histogram),
             reloads: Family::default(),
             feedback: Family::default(),
+            canary: Family::default(),
             log_writes: Counter::default(),
             log_records: Counter::default(),
             log_fsyncs: LogFsyncs::default(),
@@ -126,6 +129,11 @@ impl Metrics {
             "matches",
             "Match decisions, by how the answer was found",
             m.matches.clone(),
+        );
+        registry.register(
+            "canary_decisions",
+            "Tickets decided by the live and the candidate runbook index, by outcome (same, changed)",
+            m.canary.clone(),
         );
         registry.register(
             "feedback",

@@ -61,6 +61,9 @@ pub struct Enricher {
     pub known: KnownKeys,
     /// Answers operators taught (`matcher.learn`); `None` when they do not apply.
     pub lessons: Option<Arc<crate::feedback::LessonBook>>,
+    /// The shadow rollout of corpus changes, when `runbooks.canary` is on (set once the
+    /// store it shares its state through is open).
+    pub canary: std::sync::OnceLock<Arc<crate::canary::Canary>>,
 }
 
 /// Delivery keys this process has seen stored: a store that matches before its accept
@@ -112,7 +115,11 @@ impl MatcherHandle {
     }
 
     pub fn swap(&self, matcher: Matcher) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(matcher);
+        self.swap_arc(Arc::new(matcher));
+    }
+
+    pub fn swap_arc(&self, matcher: Arc<Matcher>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = matcher;
     }
 }
 
@@ -313,12 +320,15 @@ impl Enricher {
             },
             _ => "none",
         };
-        self.metrics
-            .matches
-            .get_or_create(&crate::metrics::Outcome {
-                outcome: how.to_string(),
-            })
-            .inc();
+        // Probes are checks, not traffic: they stay out of the figures.
+        if !ticket.is_probe() {
+            self.metrics
+                .matches
+                .get_or_create(&crate::metrics::Outcome {
+                    outcome: how.to_string(),
+                })
+                .inc();
+        }
         let (body, summary) = match delivery {
             Some(Comment {
                 destination,
@@ -349,8 +359,12 @@ impl Enricher {
             best = decision.candidates.first().map(|c| c.runbook.id.as_str()).unwrap_or("-"),
             "ticket matched"
         );
+        let mut decided = AuditEvent::decided(signature.to_string(), decision);
+        if let AuditEvent::Decided { probe, .. } = &mut decided {
+            *probe = ticket.is_probe();
+        }
         Ok(Enriched {
-            decided: AuditEvent::decided(signature.to_string(), decision),
+            decided,
             body,
             summary,
         })
@@ -363,7 +377,30 @@ impl Enricher {
     ) -> Result<Enriched, PipelineError> {
         let signature = AlarmSignature::of(ticket, &self.normalizer);
         let decision = self.decide(signature.clone()).await?;
+        if let Some((canary, candidate)) = self.shadowing(ticket) {
+            let (ticket, signature, live) = (ticket.clone(), signature.clone(), decision.clone());
+            let lessons = self.lessons.as_ref().map(|b| b.current());
+            let top_k = self.top_k;
+            tokio::task::spawn_blocking(move || {
+                match candidate.decide_with(&signature, top_k, lessons.as_deref()) {
+                    Ok(shadow) => canary.observe(&ticket, &live, &shadow),
+                    Err(error) => tracing::warn!(%error, "candidate index failed to decide"),
+                }
+            })
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))?;
+        }
         self.finish(ticket, &signature, &decision, delivery)
+    }
+
+    /// The canary and its candidate index, when a ticket is to be decided in shadow too
+    /// (never a probe: probes check the live index).
+    fn shadowing(&self, ticket: &Ticket) -> Option<(Arc<crate::canary::Canary>, Arc<Matcher>)> {
+        if ticket.is_probe() {
+            return None;
+        }
+        let canary = self.canary.get()?;
+        Some((canary.clone(), canary.candidate()?))
     }
 }
 
@@ -376,6 +413,13 @@ impl Enrich for Enricher {
         let run = || {
             let signature = AlarmSignature::of(ticket, &self.normalizer);
             let decision = self.decide_blocking(&signature)?;
+            if let Some((canary, candidate)) = self.shadowing(ticket) {
+                let lessons = self.lessons.as_ref().map(|b| b.current());
+                match candidate.decide_with(&signature, self.top_k, lessons.as_deref()) {
+                    Ok(shadow) => canary.observe(ticket, &decision, &shadow),
+                    Err(error) => tracing::warn!(%error, "candidate index failed to decide"),
+                }
+            }
             self.finish(ticket, &signature, &decision, delivery)
         };
         run().map_err(|error| {
@@ -409,7 +453,16 @@ impl Pipeline {
             delivery: ticket.delivery.to_string(),
             title: ticket.title.clone(),
         }];
-        let resolution = self.router.resolve(&ticket);
+        let resolution = match ticket.is_probe() {
+            // A synthetic ticket is answered in the probe sink, never where it says.
+            true => crate::reply_routing::Resolution {
+                target: Some(crate::ticket::ReplyTarget::Probe {
+                    id: ticket.id.to_string(),
+                }),
+                problems: Vec::new(),
+            },
+            false => self.router.resolve(&ticket),
+        };
         for problem in resolution.problems {
             tracing::warn!(%problem, "route skipped");
             events.push(AuditEvent::NotEnqueued { reason: problem });

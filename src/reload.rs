@@ -31,6 +31,8 @@ pub(crate) enum ReloadError {
     Search(#[from] SearchError),
     #[error("reload task failed: {0}")]
     Join(String),
+    #[error("canary: {0}")]
+    Canary(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +41,10 @@ pub(crate) struct ReloadReport {
     pub runbooks: usize,
     pub warnings: usize,
     pub changed: bool,
+    /// With `runbooks.canary`: what became of a changed corpus (in shadow, or decided by
+    /// the replicas before). Without it a changed corpus is live at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::canary::Rollout>,
 }
 
 #[derive(Debug)]
@@ -54,6 +60,8 @@ pub(crate) struct Reloader {
     pub metrics: Arc<Metrics>,
     /// One reload at a time: two triggers at once must not race their swaps.
     pub running: tokio::sync::Mutex<()>,
+    /// Set when `runbooks.canary` is on: a changed corpus goes into shadow first.
+    pub canary: Option<Arc<crate::canary::Canary>>,
 }
 
 fn build(
@@ -95,13 +103,31 @@ impl Reloader {
                 .map_err(|e| ReloadError::Join(e.to_string()))?;
         let outcome = match built {
             Ok((matcher, warnings)) => {
-                let report = ReloadReport {
+                let mut report = ReloadReport {
                     version: matcher.index().version().to_string(),
                     runbooks: matcher.index().len(),
                     warnings,
                     changed: matcher.index().version() != self.matcher.current().index().version(),
+                    rollout: None,
                 };
-                self.matcher.swap(matcher);
+                let in_shadow = self
+                    .canary
+                    .as_ref()
+                    .and_then(|c| c.candidate())
+                    .is_some_and(|c| c.index().version() == report.version);
+                match &self.canary {
+                    Some(canary) if report.changed && !in_shadow => {
+                        match canary.start(matcher, trigger).await {
+                            Ok(rollout) => report.rollout = Some(rollout),
+                            Err(error) => {
+                                tracing::error!(%error, "candidate index not started; the live index keeps serving");
+                                return Err(ReloadError::Canary(error.to_string()));
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => self.matcher.swap(matcher),
+                }
                 tracing::info!(trigger, version = %report.version, runbooks = report.runbooks, "runbook index reloaded");
                 let event = AuditEvent::Reloaded {
                     version: report.version.clone(),

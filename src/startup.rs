@@ -98,6 +98,15 @@ impl Application {
         }
 
         metrics.set_pending(store.counts().await?.pending as i64);
+        let canary = Arc::new(crate::canary::Canary::new(
+            config.canary.clone(),
+            enricher.matcher.clone(),
+            store.clone(),
+            metrics.clone(),
+        ));
+        if config.canary.enabled {
+            let _ = enricher.canary.set(canary.clone());
+        }
         let reloader = Arc::new(Reloader {
             dir: config.runbooks_dir.clone(),
             base_url: config.runbooks_base_url.clone(),
@@ -110,6 +119,7 @@ impl Application {
             store: store.clone(),
             metrics: metrics.clone(),
             running: tokio::sync::Mutex::new(()),
+            canary: config.canary.enabled.then(|| canary.clone()),
         });
         let teacher = Arc::new(crate::feedback::Teacher {
             store: store.clone(),
@@ -148,6 +158,7 @@ impl Application {
             AdminToken(config.admin_token.clone()),
             SourceSet::new(&config.sources, &marker),
             teacher.clone(),
+            canary.clone(),
         );
 
         let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
@@ -210,6 +221,9 @@ impl Application {
             ));
         }
         tokio::spawn(refresh_lessons(teacher, shutdown_rx.clone()));
+        if config.canary.enabled {
+            tokio::spawn(crate::canary::keep_in_sync(canary, shutdown_rx.clone()));
+        }
         if store.shared() {
             tokio::spawn(resync_pending(
                 store.clone(),

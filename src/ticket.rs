@@ -7,6 +7,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The label that marks a synthetic ticket from `runlink canary probe`.
+pub const PROBE_LABEL: &str = "runlink_probe";
+
+/// The built-in destination probe tickets are answered in.
+pub const PROBE_DESTINATION: &str = "probe";
+
 /// Which system a ticket came from. Also the default destination of its enrichment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,6 +136,11 @@ pub enum ReplyTarget {
         name: String,
         id: String,
     },
+    /// The built-in sink for synthetic tickets (`runlink canary probe`): the comment is kept
+    /// for the probe to read back, never posted. `id` is the probe ticket's id.
+    Probe {
+        id: String,
+    },
 }
 
 /// The ServiceNow table a bare `sys_id` refers to.
@@ -156,6 +167,7 @@ impl ReplyTarget {
             ReplyTarget::OpsgenieAlert { .. } => "opsgenie".into(),
             ReplyTarget::ServicenowRecord { .. } => "servicenow".into(),
             ReplyTarget::Generic { name, .. } => format!("generic.{name}"),
+            ReplyTarget::Probe { .. } => PROBE_DESTINATION.into(),
         }
     }
 
@@ -245,7 +257,8 @@ impl ReplyTarget {
             ReplyTarget::JiraIssue { key } => key.clone(),
             ReplyTarget::PagerdutyIncident { id }
             | ReplyTarget::OpsgenieAlert { id }
-            | ReplyTarget::Generic { id, .. } => id.clone(),
+            | ReplyTarget::Generic { id, .. }
+            | ReplyTarget::Probe { id } => id.clone(),
             ReplyTarget::ServicenowRecord { table, sys_id } => format!("{table}/{sys_id}"),
         }
     }
@@ -270,6 +283,17 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// The probe run this ticket belongs to (`runlink canary probe` sets the
+    /// `runlink_probe` label inside the signed body): its comment goes to the built-in
+    /// `probe` sink, never to a real ticket.
+    pub fn probe_run(&self) -> Option<&str> {
+        self.labels.get(PROBE_LABEL).map(String::as_str)
+    }
+
+    pub fn is_probe(&self) -> bool {
+        self.labels.contains_key(PROBE_LABEL)
+    }
+
     /// The ticket without the control characters a sender put in its text (NUL, BEL,
     /// terminal escapes): they would reach the comment and the logs as they are. A title is
     /// one line; the other fields keep their line breaks and tabs.

@@ -244,6 +244,7 @@ pub fn build_enricher(
         coalescer: Coalescer::new(config.matcher.coalesce),
         known: Default::default(),
         lessons: None,
+        canary: Default::default(),
     })
 }
 
@@ -320,6 +321,11 @@ pub fn build_destinations(
             &generic.common.template,
         ));
     }
+    // Probes are answered in the sink, rendered like a GitHub comment.
+    built.push((
+        Arc::new(crate::deliver::probe::ProbeSink::new(policy.clone())),
+        "github.md.j2",
+    ));
     let mut destinations = Destinations::new();
     let mut templates = HashMap::new();
     for (destination, template) in built {

@@ -76,7 +76,11 @@ pub fn run(args: FeedbackArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let mut linked: HashMap<String, usize> = HashMap::new();
         for record in read_audit(store.as_ref(), None, Some(since), None).await? {
-            if let AuditEvent::Decided { candidates, .. } = record.event
+            if let AuditEvent::Decided {
+                candidates,
+                probe: false,
+                ..
+            } = record.event
                 && let Some(first) = candidates.first().filter(|c| c.confident)
             {
                 *linked.entry(first.runbook.clone()).or_default() += 1;

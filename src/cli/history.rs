@@ -72,6 +72,7 @@ fn describe(event: &AuditEvent) -> String {
             confident,
             candidates,
             index_version,
+            ..
         } => format!(
             "decided {}: {} [{signature}] (index {index_version})",
             if *confident {
@@ -116,6 +117,30 @@ fn describe(event: &AuditEvent) -> String {
             format!("feedback from {author} refused: {reason}")
         }
         AuditEvent::FeedbackForgotten { id } => format!("feedback #{id} forgotten"),
+        AuditEvent::CanaryStarted {
+            version,
+            live_version,
+            runbooks,
+            trigger,
+        } => format!(
+            "runbook index {version} ({runbooks} runbooks, {trigger}) in shadow beside {live_version}"
+        ),
+        AuditEvent::CanaryPromoted {
+            version,
+            seen,
+            changed,
+            by,
+        } => format!(
+            "runbook index {version} promoted ({by}): {changed} of {seen} decisions changed"
+        ),
+        AuditEvent::CanaryAborted {
+            version,
+            seen,
+            changed,
+            by,
+        } => {
+            format!("runbook index {version} aborted ({by}): {changed} of {seen} decisions changed")
+        }
         AuditEvent::DeliveryAttempt {
             attempt,
             outcome,
@@ -204,6 +229,7 @@ pub fn coverage(args: CoverageArgs) -> anyhow::Result<ExitCode> {
                 signature,
                 confident: false,
                 candidates,
+                probe: false,
                 ..
             } = record.event
             {

@@ -70,6 +70,22 @@ impl TryFrom<RawSettings> for Config {
                 .runbooks
                 .watch
                 .then(|| Duration::from_millis(raw.runbooks.watch_interval_ms.max(50))),
+            canary: crate::canary::CanarySettings {
+                enabled: raw.runbooks.canary.enabled,
+                min_tickets: raw.runbooks.canary.min_tickets,
+                min_secs: Duration::from_secs(raw.runbooks.canary.min_secs),
+                max_changed: if (0.0..=1.0).contains(&raw.runbooks.canary.max_changed) {
+                    raw.runbooks.canary.max_changed
+                } else {
+                    return Err(ConfigError::invalid(
+                        "runbooks.canary.max_changed",
+                        format!(
+                            "{} is not a share between 0 and 1",
+                            raw.runbooks.canary.max_changed
+                        ),
+                    ));
+                },
+            },
             admin_token: raw.server.admin_token.filter(|s| !s.expose().is_empty()),
             marker_secret: raw.server.marker_secret.filter(|s| !s.expose().is_empty()),
             templates_dir: raw.templates.dir,

@@ -81,6 +81,8 @@ pub struct Config {
     pub runbooks_base_url: Url,
     /// Reload the corpus when its files change (polled every `watch_interval`).
     pub runbooks_watch: Option<Duration>,
+    /// Shadow rollout of corpus changes (`crate::canary`).
+    pub canary: crate::canary::CanarySettings,
     pub admin_token: Option<Secret>,
     /// Signs the marker in runlink's comments; made once and kept in the store when unset.
     pub marker_secret: Option<Secret>,

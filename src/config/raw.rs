@@ -41,6 +41,15 @@ pub struct RawRunbooks {
     pub base_url: String,
     pub watch: bool,
     pub watch_interval_ms: u64,
+    pub canary: RawCanary,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawCanary {
+    pub enabled: bool,
+    pub min_tickets: u64,
+    pub min_secs: u64,
+    pub max_changed: f64,
 }
 
 #[derive(Debug, Deserialize)]

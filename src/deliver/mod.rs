@@ -11,6 +11,7 @@ pub mod jira_markup;
 pub mod opsgenie;
 pub(crate) mod pacer;
 pub mod pagerduty;
+pub mod probe;
 pub mod retry;
 pub mod servicenow;
 

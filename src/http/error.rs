@@ -27,6 +27,8 @@ pub(super) enum ErrorKind {
     AdminDisabled,
     InvalidToken,
     ReloadRefused,
+    /// `POST /admin/canary/promote|abort` with no candidate in shadow.
+    NothingInShadow,
     /// Accepting failed inside runlink (the store, the matcher): the sender should retry.
     Unavailable,
     /// Too many deliveries pending: the sender should retry later, or elsewhere.
@@ -60,6 +62,7 @@ impl ErrorKind {
             AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled", AUTH),
             InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", AUTH),
             ReloadRefused => (StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", INVALID),
+            NothingInShadow => (StatusCode::CONFLICT, "nothing_in_shadow", INVALID),
             Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", INTERNAL),
             Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", INTERNAL),
             StoreUnavailable => (
@@ -247,6 +250,7 @@ mod tests {
             AdminDisabled,
             InvalidToken,
             ReloadRefused,
+            NothingInShadow,
             Unavailable,
             Overloaded,
             StoreUnavailable,

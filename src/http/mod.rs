@@ -5,6 +5,7 @@ mod admin;
 mod error;
 mod health;
 mod preview;
+mod probes;
 mod state;
 mod webhooks;
 
@@ -37,11 +38,19 @@ pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + 
             .app_data(state.servicenow.clone())
             .app_data(state.generic.clone())
             .app_data(state.teacher.clone())
+            .app_data(state.canary.clone())
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(health::metrics))
             .route("/admin/reload", web::post().to(admin::reload))
+            .route("/admin/canary", web::get().to(admin::canary_status))
+            .route(
+                "/admin/canary/promote",
+                web::post().to(admin::canary_promote),
+            )
+            .route("/admin/canary/abort", web::post().to(admin::canary_abort))
             .route("/v1/match", web::post().to(preview::preview_match))
+            .route("/v1/probes", web::get().to(probes::probe))
             .route(
                 "/webhooks/github",
                 web::post().to(webhooks::webhook::<github::Github>),

@@ -50,6 +50,7 @@ pub(crate) struct AppState {
     pub(super) servicenow: web::Data<servicenow::Servicenow>,
     pub(super) generic: web::Data<crate::ingest::GenericSources>,
     pub(super) teacher: web::Data<crate::feedback::Teacher>,
+    pub(super) canary: web::Data<crate::canary::Canary>,
 }
 
 impl AppState {
@@ -61,6 +62,7 @@ impl AppState {
         admin: AdminToken,
         sources: SourceSet,
         teacher: Arc<crate::feedback::Teacher>,
+        canary: Arc<crate::canary::Canary>,
     ) -> Self {
         AppState {
             pipeline: web::Data::new(pipeline),
@@ -77,6 +79,7 @@ impl AppState {
             servicenow: web::Data::new(sources.servicenow),
             generic: web::Data::new(sources.generic),
             teacher: web::Data::from(teacher),
+            canary: web::Data::from(canary),
         }
     }
 }

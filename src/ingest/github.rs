@@ -24,12 +24,17 @@ struct IssuesEvent {
     repository: Repository,
 }
 
+/// Everything but the action is optional until the comment turns out to be a command: an
+/// ordinary comment is ignored whatever else the event carries.
 #[derive(Debug, Deserialize)]
 struct CommentEvent {
     action: String,
-    issue: Issue,
-    comment: IssueComment,
-    repository: Repository,
+    #[serde(default)]
+    issue: Option<Issue>,
+    #[serde(default)]
+    comment: Option<IssueComment>,
+    #[serde(default)]
+    repository: Option<Repository>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,7 +42,8 @@ struct IssueComment {
     id: u64,
     #[serde(default)]
     body: Option<String>,
-    user: User,
+    #[serde(default)]
+    user: Option<User>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,15 +136,26 @@ fn comment_inbound(
     if event.action != "created" {
         return Ok(Inbound::Ignored("only created comments can carry commands"));
     }
-    let text = event.comment.body.clone().unwrap_or_default();
-    let ack = crate::feedback::Ack::GithubReaction {
-        owner: event.repository.owner.login.clone(),
-        repo: event.repository.name.clone(),
-        comment_id: event.comment.id,
-    };
-    let author = event.comment.user.login.clone();
+    let text = event
+        .comment
+        .as_ref()
+        .and_then(|c| c.body.clone())
+        .unwrap_or_default();
     super::command_inbound(&text, marker, move |command| {
-        let ticket = issue_ticket(event.issue, event.repository, delivery.clone())?;
+        let required = |field: &str| super::invalid_field(field, "is required for a command");
+        let comment = event.comment.ok_or_else(|| required("comment"))?;
+        let repository = event.repository.ok_or_else(|| required("repository"))?;
+        let issue = event.issue.ok_or_else(|| required("issue"))?;
+        let author = comment
+            .user
+            .map(|u| u.login)
+            .ok_or_else(|| required("comment.user"))?;
+        let ack = crate::feedback::Ack::GithubReaction {
+            owner: repository.owner.login.clone(),
+            repo: repository.name.clone(),
+            comment_id: comment.id,
+        };
+        let ticket = issue_ticket(issue, repository, delivery.clone())?;
         Ok(crate::feedback::CommentCommand {
             source: SourceKind::Github,
             delivery,

@@ -452,6 +452,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         event: AuditEvent,
     ) -> Result<bool, StoreError>;
 
+    /// What the replicas decided about a candidate runbook index (`crate::canary`).
+    async fn canary_state(&self, version: &str) -> Result<Option<String>, StoreError>;
+
+    /// Records it for every replica.
+    async fn canary_mark(&self, version: &str, state: &str) -> Result<(), StoreError>;
+
+    /// The state and body of one delivery (the probe sink's comment).
+    async fn delivery(&self, delivery_key: &str) -> Result<Option<(String, String)>, StoreError>;
+
     /// Pending deliveries only: what load shedding needs, cheaper than `counts`.
     async fn pending(&self) -> Result<u64, StoreError> {
         Ok(self.counts().await?.pending)

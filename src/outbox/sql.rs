@@ -173,6 +173,16 @@ pub(crate) const INSERT_REPLY: Statement = Statement(
      ON CONFLICT (delivery_key) DO NOTHING",
 );
 
+pub(crate) const CANARY_STATE: Statement = Statement("SELECT state FROM canary WHERE version = ?1");
+
+pub(crate) const CANARY_MARK: Statement = Statement(
+    "INSERT INTO canary (version, state, at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (version) DO UPDATE SET state = excluded.state, at = excluded.at",
+);
+
+pub(crate) const DELIVERY_BY_KEY: Statement =
+    Statement("SELECT state, body FROM outbox WHERE delivery_key = ?1");
+
 /// A feedback row from `FEEDBACK_SINCE`'s columns.
 pub(crate) fn feedback_row(
     id: i64,

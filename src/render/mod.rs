@@ -145,6 +145,19 @@ struct CommentContext<'a> {
     marker_text: String,
 }
 
+/// The templates that ship in `templates/`, compiled in.
+fn bundled(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "github.md.j2" => include_str!("../../templates/github.md.j2"),
+        "generic.md.j2" => include_str!("../../templates/generic.md.j2"),
+        "jira.md.j2" => include_str!("../../templates/jira.md.j2"),
+        "opsgenie.txt.j2" => include_str!("../../templates/opsgenie.txt.j2"),
+        "pagerduty.txt.j2" => include_str!("../../templates/pagerduty.txt.j2"),
+        "servicenow.txt.j2" => include_str!("../../templates/servicenow.txt.j2"),
+        _ => return None,
+    })
+}
+
 impl Renderer {
     /// Loads the named templates from `dir`; each must exist and compile, so a broken
     /// override fails the start-up rather than the first incident.
@@ -164,11 +177,25 @@ impl Renderer {
         for name in names {
             let name = name.as_ref();
             let path = dir.join(name);
-            let source = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
-                name: name.to_string(),
-                path: path.display().to_string(),
-                source,
-            })?;
+            let source = match std::fs::read_to_string(&path) {
+                Ok(source) => source,
+                // A templates directory overrides the files it has; the others are the
+                // bundled ones.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => bundled(name)
+                    .map(str::to_string)
+                    .ok_or_else(|| RenderError::Read {
+                        name: name.to_string(),
+                        path: path.display().to_string(),
+                        source: error,
+                    })?,
+                Err(source) => {
+                    return Err(RenderError::Read {
+                        name: name.to_string(),
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            };
             env.add_template_owned(name.to_string(), source)
                 .map_err(|source| RenderError::Template {
                     name: name.to_string(),

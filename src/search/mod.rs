@@ -147,6 +147,10 @@ impl RunbookIndex {
                     hash.update(part.as_bytes());
                     hash.update([1u8]);
                 }
+                for part in &runbook.not_alarms {
+                    hash.update(part.as_bytes());
+                    hash.update([2u8]);
+                }
             }
             hex::encode(&hash.finalize()[..6])
         };

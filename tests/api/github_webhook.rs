@@ -171,7 +171,13 @@ async fn other_events_and_actions_are_acknowledged_and_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(test_config(dir.path(), &github.uri(), "")).await;
 
-    let comment_event = serde_json::json!({"action": "created", "comment": {"body": "<!-- runlink:delivery=x -->"}}).to_string();
+    let comment_event = serde_json::json!({
+        "action": "created",
+        "issue": {"number": 3, "title": DISK_ISSUE},
+        "comment": {"id": 1, "body": "<!-- runlink:delivery=x -->", "user": {"login": "ana"}},
+        "repository": {"name": "ops", "owner": {"login": "acme"}},
+    })
+    .to_string();
     let r = app
         .post_github_signed("issue_comment", "d-c", &comment_event)
         .await;

@@ -112,3 +112,32 @@ impl PostgresStore {
         Ok(inserted > 0)
     }
 }
+
+/// The canary's shared state and the probe sink's reads.
+impl PostgresStore {
+    pub(super) async fn select_canary(&self, version: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let found = rows(&client, &sql::CANARY_STATE.postgres(), &[&version]).await?;
+        Ok(found.first().map(|r| r.get(0)))
+    }
+
+    pub(super) async fn upsert_canary(&self, version: &str, state: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            &sql::CANARY_MARK.postgres(),
+            &[&version, &state, &now_ms()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn select_delivery(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let found = rows(&client, &sql::DELIVERY_BY_KEY.postgres(), &[&key]).await?;
+        Ok(found.first().map(|r| (r.get(0), r.get(1))))
+    }
+}

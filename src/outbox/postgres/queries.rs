@@ -8,6 +8,18 @@ use crate::outbox::{Fold, FoldedLine, TargetLoad};
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn canary_state(&self, version: &str) -> Result<Option<String>, StoreError> {
+        self.select_canary(version).await
+    }
+
+    async fn canary_mark(&self, version: &str, state: &str) -> Result<(), StoreError> {
+        self.upsert_canary(version, state).await
+    }
+
+    async fn delivery(&self, delivery_key: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.select_delivery(delivery_key).await
+    }
+
     async fn record_feedback(
         &self,
         feedback: &crate::feedback::Feedback,

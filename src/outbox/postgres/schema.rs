@@ -161,6 +161,14 @@ CREATE TABLE feedback (
 CREATE INDEX feedback_at ON feedback (at);
 CREATE INDEX tickets_ticket ON tickets (ticket_id);
 "#,
+    // Candidate runbook indexes and what the replicas decided about them (`canary`).
+    r#"
+CREATE TABLE canary (
+    version TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).

@@ -136,3 +136,42 @@ impl SqliteStore {
         .await
     }
 }
+
+/// The canary's shared state and the probe sink's reads: rare, small, straight to the tables.
+impl SqliteStore {
+    pub(super) async fn select_canary(&self, version: &str) -> Result<Option<String>, StoreError> {
+        let version = version.to_string();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(sql::CANARY_STATE.sqlite())?
+                .query_row(params![version], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    pub(super) async fn upsert_canary(&self, version: &str, state: &str) -> Result<(), StoreError> {
+        let (version, state) = (version.to_string(), state.to_string());
+        self.with_conn(move |conn| {
+            conn.prepare_cached(sql::CANARY_MARK.sqlite())?
+                .execute(params![version, state, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn select_delivery(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.caught_up().await;
+        let key = key.to_string();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(sql::DELIVERY_BY_KEY.sqlite())?
+                .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })
+        .await
+    }
+}

@@ -151,6 +151,14 @@ CREATE TABLE feedback (
 CREATE INDEX feedback_at ON feedback (at);
 CREATE INDEX tickets_ticket ON tickets (ticket_id);
 "#,
+    // Candidate runbook indexes and what the replicas decided about them (`canary`).
+    r#"
+CREATE TABLE canary (
+    version TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
