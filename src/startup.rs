@@ -154,11 +154,13 @@ impl Application {
                 body_timeout: config.body_timeout,
                 high_water: config.outbox.high_water,
             },
-            reloader.clone(),
             AdminToken(config.admin_token.clone()),
             SourceSet::new(&config.sources, &marker),
-            teacher.clone(),
-            canary.clone(),
+            crate::http::Services {
+                reloader: reloader.clone(),
+                teacher: teacher.clone(),
+                canary: canary.clone(),
+            },
         );
 
         let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {

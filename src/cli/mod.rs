@@ -1,6 +1,7 @@
 //! Command-line glue (the one place `anyhow` is used): parse arguments, call the library,
 //! print results.
 
+mod canary;
 mod eval;
 mod explain;
 mod feedback;
@@ -84,6 +85,11 @@ pub enum Command {
     ///
     /// Example: runlink suggest --runbooks ../runbooks --min-votes 2   (add --apply to write)
     Suggest(feedback::SuggestArgs),
+    /// Corpus changes in shadow (`status`), and synthetic tickets through the real sources,
+    /// checked end to end (`probe`).
+    ///
+    /// Example: runlink canary probe --url https://runlink.example.com --cases probes.yaml
+    Canary(canary::CanaryArgs),
     /// Inspect the outbox and re-queue dead letters.
     Outbox(outbox::OutboxArgs),
     /// Create or upgrade the store's schema and exit (the server also does this at start;
@@ -119,6 +125,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => history::replay(args),
         Command::Explain(args) => explain::run(args),
         Command::Feedback(args) => feedback::run(args),
+        Command::Canary(args) => canary::run(args),
         Command::Suggest(args) => feedback::suggest(args),
     }
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::ingest::{alertmanager, github, grafana, jira, opsgenie, pagerduty, servicenow};
 use error::{ApiError, ErrorKind};
-pub(crate) use state::{AdminToken, AppState, Limits};
+pub(crate) use state::{AdminToken, AppState, Limits, Services};
 
 /// Registers every path and the handles their handlers extract.
 pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone + use<> {

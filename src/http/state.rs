@@ -53,17 +53,27 @@ pub(crate) struct AppState {
     pub(super) canary: web::Data<crate::canary::Canary>,
 }
 
+/// The services behind the admin and feedback endpoints.
+pub(crate) struct Services {
+    pub reloader: Arc<Reloader>,
+    pub teacher: Arc<crate::feedback::Teacher>,
+    pub canary: Arc<crate::canary::Canary>,
+}
+
 impl AppState {
     pub(crate) fn new(
         pipeline: Pipeline,
         metrics: Arc<Metrics>,
         limits: Limits,
-        reloader: Arc<Reloader>,
         admin: AdminToken,
         sources: SourceSet,
-        teacher: Arc<crate::feedback::Teacher>,
-        canary: Arc<crate::canary::Canary>,
+        services: Services,
     ) -> Self {
+        let Services {
+            reloader,
+            teacher,
+            canary,
+        } = services;
         AppState {
             pipeline: web::Data::new(pipeline),
             metrics: web::Data::from(metrics),

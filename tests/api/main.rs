@@ -6,6 +6,7 @@ mod common;
 
 mod alertmanager;
 mod alertmanager_e2e;
+mod canary;
 mod cli;
 mod config;
 mod destinations;

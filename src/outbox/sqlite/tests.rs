@@ -294,6 +294,7 @@ impl Enrich for StubMatcher {
         }
         Ok(Enriched {
             decided: AuditEvent::Decided {
+                probe: false,
                 signature: ticket.title.clone(),
                 confident: false,
                 candidates: Vec::new(),
