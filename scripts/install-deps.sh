@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs, from Debian packages, the programs the integration tests run for real:
-# Prometheus Alertmanager (end-to-end test) and PostgreSQL (the shared-store backend).
-# Idempotent; does nothing when both are present.
+# Prometheus Alertmanager (end-to-end test), PostgreSQL (the shared-store backend), and
+# Chromium with its WebDriver (the console's browser tests).
+# Idempotent; does nothing when all are present.
 set -euo pipefail
 
 need=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
   || need+=(prometheus-alertmanager)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "already installed: alertmanager, postgresql"
+  echo "already installed: alertmanager, postgresql, chromium, chromedriver"
   exit 0
 fi
 

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod canary;
 pub mod config;
+pub mod console;
 pub mod deliver;
 mod did_you_mean;
 pub mod feedback;

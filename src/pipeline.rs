@@ -103,11 +103,23 @@ impl KnownKeys {
 /// The matcher in force. A reload builds a new one beside it and swaps it in whole; requests
 /// already running keep the one they started with.
 #[derive(Debug)]
-pub struct MatcherHandle(std::sync::RwLock<Arc<Matcher>>);
+pub struct MatcherHandle(
+    std::sync::RwLock<Arc<Matcher>>,
+    /// When the matcher in force was put in force (ms since the epoch).
+    std::sync::atomic::AtomicI64,
+);
 
 impl MatcherHandle {
     pub fn new(matcher: Matcher) -> Self {
-        MatcherHandle(std::sync::RwLock::new(Arc::new(matcher)))
+        MatcherHandle(
+            std::sync::RwLock::new(Arc::new(matcher)),
+            std::sync::atomic::AtomicI64::new(crate::outbox::now_ms()),
+        )
+    }
+
+    /// When the index in force was loaded.
+    pub fn loaded_ms(&self) -> i64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn current(&self) -> Arc<Matcher> {
@@ -120,6 +132,10 @@ impl MatcherHandle {
 
     pub fn swap_arc(&self, matcher: Arc<Matcher>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = matcher;
+        self.1.store(
+            crate::outbox::now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 

@@ -36,6 +36,8 @@ pub enum StartError {
     Build(#[from] BuildError),
     #[error("config key `store.url`: {0}")]
     Store(#[from] crate::outbox::StoreError),
+    #[error("config key `templates.dir`: {0}")]
+    Console(#[from] crate::console::ConsoleError),
     #[error("config key `server.listen`: cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -146,6 +148,25 @@ impl Application {
             router: crate::reply_routing::ReplyRouter::new(config.routes.clone()),
             max_per_ticket: config.outbox.max_per_ticket,
         };
+        let console = match crate::console::Access::from_config(&config) {
+            Ok(access) => {
+                tracing::info!(
+                    login = access.needs_login(),
+                    "web console on at /ui"
+                );
+                Some(Arc::new(crate::console::Console::new(
+                    access,
+                    &config.templates_dir,
+                    config.runbooks_dir.clone(),
+                    config.runbooks_base_url.clone(),
+                    metrics.clone(),
+                )?))
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "web console off");
+                None
+            }
+        };
         let state = AppState::new(
             pipeline,
             metrics.clone(),
@@ -160,6 +181,7 @@ impl Application {
                 reloader: reloader.clone(),
                 teacher: teacher.clone(),
                 canary: canary.clone(),
+                console,
             },
         );
 

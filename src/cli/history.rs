@@ -53,112 +53,6 @@ pub struct AuditArgs {
     config: Option<PathBuf>,
 }
 
-fn describe(event: &AuditEvent) -> String {
-    match event {
-        AuditEvent::Received { source, title, .. } => format!("received from {source}: {title}"),
-        AuditEvent::DuplicateDelivery { delivery, .. } => format!("duplicate delivery {delivery}"),
-        AuditEvent::Ignored { reason, .. } => format!("ignored: {reason}"),
-        AuditEvent::Resolved { alertname, .. } => format!("resolved: {alertname}"),
-        AuditEvent::Reloaded {
-            version,
-            runbooks,
-            trigger,
-        } => format!("runbooks reloaded ({trigger}): {runbooks} runbooks, index {version}"),
-        AuditEvent::ReloadRefused { trigger, reason } => {
-            format!("runbook reload refused ({trigger}): {reason}")
-        }
-        AuditEvent::Decided {
-            signature,
-            confident,
-            candidates,
-            index_version,
-            ..
-        } => format!(
-            "decided {}: {} [{signature}] (index {index_version})",
-            if *confident {
-                "confidently"
-            } else {
-                "without confidence"
-            },
-            candidates
-                .iter()
-                .map(|c| format!("{} ({:.2})", c.runbook, c.confidence))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        AuditEvent::Enqueued { destination, .. } => format!("queued for {destination}"),
-        AuditEvent::AlreadyEnriched { .. } => "already enriched".into(),
-        AuditEvent::NotEnqueued { reason } => format!("not queued: {reason}"),
-        AuditEvent::Folded {
-            into: Some(into),
-            destination,
-            ..
-        } => format!("listed in the {destination} comment of delivery {into}"),
-        AuditEvent::Folded {
-            into: None, reason, ..
-        } => format!("not posted: {reason}"),
-        AuditEvent::Feedback {
-            kind,
-            author,
-            runbook,
-            answered,
-            id,
-            ..
-        } => format!(
-            "feedback #{id} from {author}: {}{} (answer was {})",
-            kind.as_str(),
-            runbook
-                .as_deref()
-                .map(|r| format!(" {r}"))
-                .unwrap_or_default(),
-            answered.as_deref().unwrap_or("none")
-        ),
-        AuditEvent::FeedbackRefused { author, reason } => {
-            format!("feedback from {author} refused: {reason}")
-        }
-        AuditEvent::FeedbackForgotten { id } => format!("feedback #{id} forgotten"),
-        AuditEvent::CanaryStarted {
-            version,
-            live_version,
-            runbooks,
-            trigger,
-        } => format!(
-            "runbook index {version} ({runbooks} runbooks, {trigger}) in shadow beside {live_version}"
-        ),
-        AuditEvent::CanaryPromoted {
-            version,
-            seen,
-            changed,
-            by,
-        } => format!(
-            "runbook index {version} promoted ({by}): {changed} of {seen} decisions changed"
-        ),
-        AuditEvent::CanaryAborted {
-            version,
-            seen,
-            changed,
-            by,
-        } => {
-            format!("runbook index {version} aborted ({by}): {changed} of {seen} decisions changed")
-        }
-        AuditEvent::DeliveryAttempt {
-            attempt,
-            outcome,
-            status,
-            detail,
-            ..
-        } => format!(
-            "delivery attempt {attempt}: {outcome:?}{}{}",
-            status.map(|s| format!(" HTTP {s}")).unwrap_or_default(),
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({detail})")
-            }
-        ),
-    }
-}
-
 pub(super) async fn read_audit(
     store: &dyn Store,
     ticket: Option<String>,
@@ -189,7 +83,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "{at}  {}  {}",
                     record.ticket.as_deref().unwrap_or("-"),
-                    describe(&record.event)
+                    record.event.describe()
                 );
             }
         }

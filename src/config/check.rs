@@ -88,6 +88,8 @@ impl TryFrom<RawSettings> for Config {
             },
             admin_token: raw.server.admin_token.filter(|s| !s.expose().is_empty()),
             marker_secret: raw.server.marker_secret.filter(|s| !s.expose().is_empty()),
+            ui: raw.server.ui,
+            ui_token: raw.server.ui_token.filter(|s| !s.expose().is_empty()),
             templates_dir: raw.templates.dir,
             store: StoreUrl::parse(&raw.store.url)?,
             matcher: MatcherConfig {

@@ -20,6 +20,8 @@ const FIXED: &[&str] = &[
     "server.shutdown_timeout_ms",
     "server.admin_token",
     "server.marker_secret",
+    "server.ui",
+    "server.ui_token",
     "runbooks.dir",
     "runbooks.base_url",
     "runbooks.watch",

@@ -86,6 +86,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Signs the marker in runlink's comments; made once and kept in the store when unset.
     pub marker_secret: Option<Secret>,
+    /// The web console under `/ui` (`crate::console`): off with `false`; otherwise on
+    /// loopback without a login, elsewhere only with `ui_token`.
+    pub ui: bool,
+    pub ui_token: Option<Secret>,
     pub templates_dir: PathBuf,
     pub store: StoreUrl,
     pub matcher: MatcherConfig,

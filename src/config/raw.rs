@@ -33,6 +33,8 @@ pub struct RawServer {
     pub shutdown_timeout_ms: u64,
     pub admin_token: Option<Secret>,
     pub marker_secret: Option<Secret>,
+    pub ui: bool,
+    pub ui_token: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,6 +24,9 @@ pub(crate) use state::{AdminToken, AppState, Limits, Services};
 pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone + use<> {
     let state = state.clone();
     move |cfg: &mut web::ServiceConfig| {
+        if let Some(console) = &state.console {
+            crate::console::configure(cfg, console.clone());
+        }
         cfg.app_data(state.pipeline.clone())
             .app_data(state.metrics.clone())
             .app_data(state.limits.clone())

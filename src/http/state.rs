@@ -51,6 +51,8 @@ pub(crate) struct AppState {
     pub(super) generic: web::Data<crate::ingest::GenericSources>,
     pub(super) teacher: web::Data<crate::feedback::Teacher>,
     pub(super) canary: web::Data<crate::canary::Canary>,
+    /// The web console, when it is on.
+    pub(super) console: Option<web::Data<crate::console::Console>>,
 }
 
 /// The services behind the admin and feedback endpoints.
@@ -58,6 +60,7 @@ pub(crate) struct Services {
     pub reloader: Arc<Reloader>,
     pub teacher: Arc<crate::feedback::Teacher>,
     pub canary: Arc<crate::canary::Canary>,
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             reloader,
             teacher,
             canary,
+            console,
         } = services;
         AppState {
             pipeline: web::Data::new(pipeline),
@@ -90,6 +94,7 @@ impl AppState {
             generic: web::Data::new(sources.generic),
             teacher: web::Data::from(teacher),
             canary: web::Data::from(canary),
+            console: console.map(web::Data::from),
         }
     }
 }

@@ -10,6 +10,7 @@ mod keys;
 pub mod postgres;
 pub mod sqlite;
 
+pub mod console;
 mod decision;
 mod sql;
 
@@ -460,6 +461,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The state and body of one delivery (the probe sink's comment).
     async fn delivery(&self, delivery_key: &str) -> Result<Option<(String, String)>, StoreError>;
+
+    /// The web console's ticket list (`console::TicketFilter`), newest first.
+    async fn console_tickets(
+        &self,
+        filter: &console::TicketFilter,
+    ) -> Result<Vec<console::IndexedTicket>, StoreError>;
+
+    /// Decisions since `since_ms` by outcome, and per hour.
+    async fn console_summary(&self, since_ms: i64) -> Result<console::Summary, StoreError>;
+
+    /// Confident answers per runbook since `since_ms`.
+    async fn console_runbooks(&self, since_ms: i64) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Signatures without a confident runbook since `since_ms`, most tickets first.
+    async fn console_gaps(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<console::Gap>, StoreError>;
 
     /// Pending deliveries only: what load shedding needs, cheaper than `counts`.
     async fn pending(&self) -> Result<u64, StoreError> {

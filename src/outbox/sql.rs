@@ -11,6 +11,10 @@ use crate::ticket::TicketId;
 pub(crate) struct Statement(&'static str);
 
 impl Statement {
+    pub(crate) const fn new(sql: &'static str) -> Self {
+        Statement(sql)
+    }
+
     pub(crate) fn sqlite(self) -> &'static str {
         self.0
     }

@@ -20,6 +20,7 @@ use super::{
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::ticket::TicketId;
 
+mod console;
 mod feedback;
 mod queries;
 mod schema;

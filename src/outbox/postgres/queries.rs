@@ -8,6 +8,32 @@ use crate::outbox::{Fold, FoldedLine, TargetLoad};
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn console_tickets(
+        &self,
+        filter: &crate::outbox::console::TicketFilter,
+    ) -> Result<Vec<crate::outbox::console::IndexedTicket>, StoreError> {
+        self.select_tickets(filter).await
+    }
+
+    async fn console_summary(
+        &self,
+        since_ms: i64,
+    ) -> Result<crate::outbox::console::Summary, StoreError> {
+        self.select_summary(since_ms).await
+    }
+
+    async fn console_runbooks(&self, since_ms: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.select_runbook_counts(since_ms).await
+    }
+
+    async fn console_gaps(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::outbox::console::Gap>, StoreError> {
+        self.select_gaps(since_ms, limit).await
+    }
+
     async fn canary_state(&self, version: &str) -> Result<Option<String>, StoreError> {
         self.select_canary(version).await
     }

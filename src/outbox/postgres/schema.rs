@@ -169,6 +169,65 @@ CREATE TABLE canary (
     at BIGINT NOT NULL
 );
 "#,
+    // The console's index of tickets: one row per decision, filled by triggers from the
+    // audit rows the accept writes, with the columns its filters and counts use.
+    r#"
+CREATE TABLE ticket_index (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    ticket_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    title TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    runbook TEXT,
+    destination TEXT,
+    probe INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX ticket_index_at ON ticket_index (at);
+CREATE INDEX ticket_index_outcome ON ticket_index (outcome, id);
+CREATE INDEX ticket_index_source ON ticket_index (source, id);
+CREATE INDEX ticket_index_destination ON ticket_index (destination, id);
+CREATE INDEX ticket_index_runbook ON ticket_index (runbook, id);
+CREATE INDEX ticket_index_ticket ON ticket_index (ticket_id);
+CREATE INDEX ticket_index_gaps ON ticket_index (outcome, at, signature);
+CREATE FUNCTION runlink_index_decided() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    d JSONB := NEW.detail::jsonb;
+    reason TEXT := d #>> '{candidates,0,reason}';
+    confident BOOLEAN := coalesce((d ->> 'confident')::boolean, false);
+BEGIN
+    INSERT INTO ticket_index (at, ticket_id, source, title, signature, outcome, runbook, probe)
+    SELECT NEW.at, NEW.ticket_id, t.source, coalesce(t.ticket::jsonb ->> 'title', ''),
+           coalesce(d ->> 'signature', ''),
+           CASE
+               WHEN NOT confident THEN 'none'
+               WHEN reason = 'alarm' THEN 'alarm'
+               WHEN reason LIKE 'rule:%' THEN 'rule'
+               WHEN reason LIKE 'taught:%' THEN 'taught'
+               ELSE 'text'
+           END,
+           CASE WHEN confident THEN d #>> '{candidates,0,runbook}' END,
+           CASE WHEN coalesce((d ->> 'probe')::boolean, false) THEN 1 ELSE 0 END
+    FROM (SELECT source, ticket FROM tickets WHERE ticket_id = NEW.ticket_id
+          ORDER BY id DESC LIMIT 1) AS t;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ticket_index_fill AFTER INSERT ON audit FOR EACH ROW
+WHEN (NEW.kind = 'decided' AND NEW.ticket_id IS NOT NULL)
+EXECUTE FUNCTION runlink_index_decided();
+CREATE FUNCTION runlink_index_enqueued() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE ticket_index SET destination = NEW.detail::jsonb ->> 'destination'
+    WHERE id = (SELECT max(id) FROM ticket_index WHERE ticket_id = NEW.ticket_id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ticket_index_destination AFTER INSERT ON audit FOR EACH ROW
+WHEN (NEW.kind = 'enqueued' AND NEW.ticket_id IS NOT NULL)
+EXECUTE FUNCTION runlink_index_enqueued();
+"#,
 ];
 
 /// The advisory lock key migrations run under (any constant unique to runlink).

@@ -34,6 +34,7 @@ use crate::ticket::TicketId;
 
 mod applier;
 mod codec;
+mod console;
 mod decide;
 mod feedback;
 mod flusher;

@@ -159,6 +159,60 @@ CREATE TABLE canary (
     at INTEGER NOT NULL
 );
 "#,
+    // The console's index of tickets: one row per decision, filled by triggers from the
+    // audit rows the accept writes (no cost to the accept's code path), with the columns
+    // its filters and counts use, and a full-text index over titles.
+    r#"
+CREATE TABLE ticket_index (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    ticket_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    title TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    runbook TEXT,
+    destination TEXT,
+    probe INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX ticket_index_at ON ticket_index (at);
+CREATE INDEX ticket_index_outcome ON ticket_index (outcome, id);
+CREATE INDEX ticket_index_source ON ticket_index (source, id);
+CREATE INDEX ticket_index_destination ON ticket_index (destination, id);
+CREATE INDEX ticket_index_runbook ON ticket_index (runbook, id);
+CREATE INDEX ticket_index_ticket ON ticket_index (ticket_id);
+CREATE INDEX ticket_index_gaps ON ticket_index (outcome, at, signature);
+CREATE VIRTUAL TABLE ticket_titles USING fts5(title, content='');
+CREATE TRIGGER ticket_index_title AFTER INSERT ON ticket_index
+BEGIN
+    INSERT INTO ticket_titles (rowid, title) VALUES (NEW.id, NEW.title);
+END;
+CREATE TRIGGER ticket_index_fill AFTER INSERT ON audit
+WHEN NEW.ticket_id IS NOT NULL AND (NEW.kind = 'batch' OR NEW.kind = 'decided')
+BEGIN
+    INSERT INTO ticket_index (at, ticket_id, source, title, signature, outcome, runbook,
+                              destination, probe)
+    SELECT NEW.at, NEW.ticket_id, t.source, coalesce(json_extract(t.ticket, '$.title'), ''),
+           coalesce(json_extract(d.value, '$.signature'), ''),
+           CASE
+               WHEN NOT json_extract(d.value, '$.confident') THEN 'none'
+               WHEN json_extract(d.value, '$.candidates[0].reason') = 'alarm' THEN 'alarm'
+               WHEN json_extract(d.value, '$.candidates[0].reason') LIKE 'rule:%' THEN 'rule'
+               WHEN json_extract(d.value, '$.candidates[0].reason') LIKE 'taught:%' THEN 'taught'
+               ELSE 'text'
+           END,
+           CASE WHEN json_extract(d.value, '$.confident')
+                THEN json_extract(d.value, '$.candidates[0].runbook') END,
+           (SELECT json_extract(e.value, '$.destination')
+            FROM json_each(NEW.detail) AS e
+            WHERE NEW.kind = 'batch' AND json_extract(e.value, '$.event') = 'enqueued'),
+           coalesce(json_extract(d.value, '$.probe'), 0)
+    FROM json_each(CASE WHEN NEW.kind = 'batch' THEN NEW.detail
+                        ELSE json_array(json(NEW.detail)) END) AS d
+    JOIN tickets AS t ON t.id = (SELECT max(id) FROM tickets WHERE ticket_id = NEW.ticket_id)
+    WHERE json_extract(d.value, '$.event') = 'decided';
+END;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
