@@ -150,10 +150,7 @@ impl Application {
         };
         let console = match crate::console::Access::from_config(&config) {
             Ok(access) => {
-                tracing::info!(
-                    login = access.needs_login(),
-                    "web console on at /ui"
-                );
+                tracing::info!(login = access.needs_login(), "web console on at /ui");
                 Some(Arc::new(crate::console::Console::new(
                     access,
                     &config.templates_dir,

@@ -103,16 +103,36 @@ impl Access {
 mod tests {
     use super::*;
 
+    fn config(extra: &str) -> crate::config::Config {
+        crate::config::Config::from_toml_layers(&[extra]).unwrap()
+    }
+
+    #[test]
+    fn open_on_loopback_token_elsewhere_off_on_request() {
+        assert!(matches!(
+            Access::from_config(&config("[server]\nlisten = \"127.0.0.1:0\"\n")),
+            Ok(Access::Open { .. })
+        ));
+        assert!(Access::from_config(&config("[server]\nlisten = \"0.0.0.0:8080\"\n")).is_err());
+        assert!(matches!(
+            Access::from_config(&config(
+                "[server]\nlisten = \"0.0.0.0:8080\"\nui_token = \"t\"\n"
+            )),
+            Ok(Access::Token { .. })
+        ));
+        assert!(Access::from_config(&config("[server]\nui = false\n")).is_err());
+    }
+
     #[test]
     fn sessions_expire_and_only_this_key_signs_them() {
         let access = Access::Token {
-            token: Secret::new("t0k".into()),
+            token: Secret::new("t0k"),
         };
         let session = access.session(1_000);
         assert!(access.valid_session(&session, 2_000));
         assert!(!access.valid_session(&session, 1_000 + SESSION.as_millis() as i64 + 1));
         let other = Access::Token {
-            token: Secret::new("other".into()),
+            token: Secret::new("other"),
         };
         assert!(!other.valid_session(&session, 2_000));
         let forged = format!("9999999999999.{}", session.split_once('.').unwrap().1);

@@ -145,11 +145,7 @@ impl Console {
     }
 
     fn render(&self, name: &str, ctx: minijinja::Value) -> HttpResponse {
-        match self
-            .env
-            .get_template(name)
-            .and_then(|t| t.render(ctx))
-        {
+        match self.env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(html) => secured(HttpResponse::Ok())
                 .content_type("text/html; charset=utf-8")
                 .body(html),

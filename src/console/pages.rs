@@ -245,7 +245,10 @@ pub(super) async fn ticket(
     let session = session!(console, req);
     let store = &pipeline.store;
     let Ok(id) = crate::ticket::TicketId::parse(query.id.clone()) else {
-        return console.render("ticket.html", context! { page => "tickets", missing => true });
+        return console.render(
+            "ticket.html",
+            context! { page => "tickets", missing => true },
+        );
     };
     let stored = ok_or_503!(store.ticket(&id).await);
     let records = ok_or_503!(
@@ -273,7 +276,14 @@ pub(super) async fn ticket(
                 confident,
                 index_version,
                 ..
-            } => recorded = Some((signature.clone(), candidates.clone(), *confident, index_version.clone())),
+            } => {
+                recorded = Some((
+                    signature.clone(),
+                    candidates.clone(),
+                    *confident,
+                    index_version.clone(),
+                ))
+            }
             AuditEvent::Enqueued {
                 delivery_key,
                 destination,

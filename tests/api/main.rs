@@ -9,6 +9,7 @@ mod alertmanager_e2e;
 mod canary;
 mod cli;
 mod config;
+mod console;
 mod destinations;
 mod disk_full;
 mod failback;
