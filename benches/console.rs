@@ -28,7 +28,16 @@ const RUNBOOKS: &[&str] = &[
     "database/replication-lag.md",
 ];
 const WORDS: &[&str] = &[
-    "disk", "cpu", "pod", "node", "replica", "latency", "queue", "certificate", "memory", "dns",
+    "disk",
+    "cpu",
+    "pod",
+    "node",
+    "replica",
+    "latency",
+    "queue",
+    "certificate",
+    "memory",
+    "dns",
 ];
 
 /// Writes `n` tickets straight into the store's tables, in large transactions.
@@ -50,7 +59,9 @@ fn fill(db: &std::path::Path, n: u64, days: u64) {
                 )
                 .unwrap();
             let mut audit = tx
-                .prepare("INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, 'batch', ?3)")
+                .prepare(
+                    "INSERT INTO audit (at, ticket_id, kind, detail) VALUES (?1, ?2, 'batch', ?3)",
+                )
                 .unwrap();
             for _ in 0..50_000.min(n - i) {
                 let at = now - span + (span * i as i64) / n as i64;
@@ -63,11 +74,23 @@ fn fill(db: &std::path::Path, n: u64, days: u64) {
                     6..=7 => (true, "full_text", RUNBOOKS[(i % 5) as usize]),
                     _ => (false, "full_text", RUNBOOKS[(i % 5) as usize]),
                 };
-                let json = serde_json::json!({
-                    "id": id, "source": "github", "delivery": format!("d{i}"), "title": title,
-                    "body": "", "labels": {}, "annotations": {}, "alertname": null,
-                    "reply": {"github_issue": {"owner": "acme", "repo": "ops", "number": i}},
-                });
+                let json = serde_json::to_value(runlink::ticket::Ticket {
+                    id: runlink::ticket::TicketId::parse(id.clone()).unwrap(),
+                    source: runlink::ticket::SourceKind::Github,
+                    delivery: runlink::ticket::DeliveryId::parse(format!("d{i}")).unwrap(),
+                    title: title.clone(),
+                    body: String::new(),
+                    labels: Default::default(),
+                    annotations: Default::default(),
+                    alertname: None,
+                    reply: Some(runlink::ticket::ReplyTarget::GithubIssue {
+                        owner: "acme".into(),
+                        repo: "ops".into(),
+                        number: i,
+                    }),
+                    query: None,
+                })
+                .unwrap();
                 let events = serde_json::json!([
                     {"event": "received", "source": "github", "delivery": format!("d{i}"), "title": title},
                     {"event": "decided", "signature": format!("{word} alarm <num> on <host>"), "confident": confident,
@@ -141,13 +164,20 @@ fn main() {
             "/ui/dead",
         ];
         println!("{n} tickets over {days} days; {requests} requests per page");
-        println!("{:<44} {:>9} {:>9} {:>9}", "page", "p50 ms", "p90 ms", "max ms");
+        println!(
+            "{:<44} {:>9} {:>9} {:>9}",
+            "page", "p50 ms", "p90 ms", "max ms"
+        );
         for page in pages {
             let mut times = Vec::new();
             for _ in 0..requests {
                 let started = Instant::now();
                 let response = client.get(format!("{base}{page}")).send().await.unwrap();
-                assert!(response.status().is_success(), "{page}: {}", response.status());
+                assert!(
+                    response.status().is_success(),
+                    "{page}: {}",
+                    response.status()
+                );
                 let _ = response.bytes().await.unwrap();
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
             }

@@ -90,6 +90,8 @@ pub(crate) fn tickets_query(filter: &TicketFilter, dialect: Dialect) -> (String,
             conditions.push(format!("{column} = {p}"));
         }
     }
+    let mut from = "ticket_index";
+    let mut order = "id";
     if let Some(text) = filter
         .text
         .as_deref()
@@ -99,10 +101,13 @@ pub(crate) fn tickets_query(filter: &TicketFilter, dialect: Dialect) -> (String,
         match dialect {
             Dialect::Sqlite => {
                 if let Some(query) = fts_query(text) {
+                    // Driven from the full-text index in id order, so a common word stops
+                    // after one page of matches instead of collecting them all.
                     let p = bind(&mut params, Param::Text(query));
-                    conditions.push(format!(
-                        "id IN (SELECT rowid FROM ticket_titles WHERE ticket_titles MATCH {p})"
-                    ));
+                    from =
+                        "ticket_titles JOIN ticket_index ON ticket_index.id = ticket_titles.rowid";
+                    order = "ticket_titles.rowid";
+                    conditions.push(format!("ticket_titles MATCH {p}"));
                 }
             }
             Dialect::Postgres => {
@@ -119,12 +124,17 @@ pub(crate) fn tickets_query(filter: &TicketFilter, dialect: Dialect) -> (String,
     }
     if let Some(before) = filter.before {
         let p = bind(&mut params, Param::Int(before));
-        conditions.push(format!("id < {p}"));
+        conditions.push(format!("{order} < {p}"));
     }
     let limit = bind(&mut params, Param::Int(filter.limit.clamp(1, 500) as i64));
+    let columns: Vec<String> = INDEXED_COLUMNS
+        .split(", ")
+        .map(|c| format!("ticket_index.{c}"))
+        .collect();
     (
         format!(
-            "SELECT {INDEXED_COLUMNS} FROM ticket_index WHERE {} ORDER BY id DESC LIMIT {limit}",
+            "SELECT {} FROM {from} WHERE {} ORDER BY {order} DESC LIMIT {limit}",
+            columns.join(", "),
             conditions.join(" AND ")
         ),
         params,
@@ -143,18 +153,19 @@ fn fts_query(text: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
+/// From the hourly counts the triggers keep: a day is a few hundred rows however many
+/// tickets it had.
 pub(crate) const SUMMARY_OUTCOMES: &str =
-    "SELECT outcome, COUNT(*) FROM ticket_index WHERE at >= ?1 AND probe = 0 GROUP BY outcome";
+    "SELECT outcome, SUM(n) FROM ticket_hours WHERE hour >= ?1 GROUP BY outcome";
 
-pub(crate) const SUMMARY_HOURLY: &str = "SELECT (at / 3600000) * 3600000 AS hour, outcome, COUNT(*)
-     FROM ticket_index WHERE at >= ?1 AND probe = 0 GROUP BY hour, outcome ORDER BY hour";
+pub(crate) const SUMMARY_HOURLY: &str = "SELECT hour, outcome, SUM(n) FROM ticket_hours
+     WHERE hour >= ?1 GROUP BY hour, outcome ORDER BY hour";
 
-pub(crate) const RUNBOOK_COUNTS: &str = "SELECT runbook, COUNT(*) FROM ticket_index
-     WHERE at >= ?1 AND probe = 0 AND runbook IS NOT NULL GROUP BY runbook";
+pub(crate) const RUNBOOK_COUNTS: &str = "SELECT runbook, SUM(n) FROM ticket_hours
+     WHERE hour >= ?1 AND runbook <> '' GROUP BY runbook";
 
-pub(crate) const GAPS: &str = "SELECT signature, COUNT(*) AS n, MAX(at) FROM ticket_index
-     WHERE outcome = 'none' AND at >= ?1 AND probe = 0
-     GROUP BY signature ORDER BY n DESC, signature LIMIT ?2";
+pub(crate) const GAPS: &str = "SELECT signature, SUM(n) AS total, MAX(last_at) FROM gap_days
+     WHERE day >= ?1 GROUP BY signature ORDER BY total DESC, signature LIMIT ?2";
 
 /// `?N` as `$N`, for the fixed statements above.
 pub(crate) fn postgres(sql: &'static str) -> String {

@@ -166,7 +166,8 @@ pub(crate) const FORGET_FEEDBACK: Statement =
 
 /// The ticket as its latest delivery described it.
 pub(crate) const TICKET_BY_ID: Statement = Statement(
-    "SELECT received_at, ticket FROM tickets WHERE ticket_id = ?1 ORDER BY id DESC LIMIT 1",
+    "SELECT received_at, ticket FROM tickets
+     WHERE id = (SELECT max(id) FROM tickets WHERE ticket_id = ?1)",
 );
 
 /// A comment that answers no webhook: a reply to an operator's command.

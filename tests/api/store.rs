@@ -825,3 +825,103 @@ async fn a_ticket_is_found_by_its_id_and_a_reply_is_queued_once() {
         assert!(due.iter().any(|i| i.delivery_key == "reply-1"));
     }
 }
+
+fn decided(ticket: &str, delivery: &str, key: &str, runbook: Option<&str>) -> Accepted {
+    let mut accepted = accepted(ticket, delivery, key);
+    accepted.events.push(AuditEvent::Decided {
+        signature: format!("sig of {ticket}"),
+        confident: runbook.is_some(),
+        candidates: vec![runlink::audit::AuditCandidate {
+            runbook: runbook.unwrap_or("host/high-cpu.md").into(),
+            score: 1.0,
+            confidence: if runbook.is_some() { 0.9 } else { 0.2 },
+            confident: runbook.is_some(),
+            reason: "full_text".into(),
+        }],
+        index_version: "v".into(),
+        probe: false,
+    });
+    accepted
+}
+
+#[tokio::test]
+async fn the_console_index_follows_every_decision_and_filters_by_what_is_set() {
+    use runlink::outbox::console::TicketFilter;
+    for b in backends().await {
+        let store = &b.store;
+        store
+            .accept(decided(
+                "github:acme/ops#1",
+                "d-1",
+                "k-1",
+                Some("host/disk-full.md"),
+            ))
+            .await
+            .unwrap();
+        store
+            .accept(decided("github:acme/ops#2", "d-2", "k-2", None))
+            .await
+            .unwrap();
+        store
+            .accept(decided("github:acme/ops#3", "d-3", "k-3", None))
+            .await
+            .unwrap();
+        let all = store
+            .console_tickets(&TicketFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = all.iter().map(|t| t.ticket.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "github:acme/ops#3",
+                "github:acme/ops#2",
+                "github:acme/ops#1"
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(all[2].outcome, "text");
+        assert_eq!(all[2].runbook.as_deref(), Some("host/disk-full.md"));
+        assert_eq!(all[0].destination.as_deref(), Some("github"), "{}", b.name);
+        let none = store
+            .console_tickets(&TicketFilter {
+                outcome: Some("none".into()),
+                before: Some(all[0].id),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(none.len(), 1, "{}", b.name);
+        assert_eq!(none[0].ticket, "github:acme/ops#2");
+        let found = store
+            .console_tickets(&TicketFilter {
+                text: Some("disk".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 3, "every title says Disk full: {}", b.name);
+        let summary = store.console_summary(0).await.unwrap();
+        let mut outcomes = summary.outcomes.clone();
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            [("none".to_string(), 2), ("text".to_string(), 1)],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            store.console_runbooks(0).await.unwrap(),
+            [("host/disk-full.md".to_string(), 1)]
+        );
+        let gaps = store.console_gaps(0, 10).await.unwrap();
+        assert_eq!(gaps.len(), 2, "{}", b.name);
+        assert!(gaps.iter().all(|g| g.tickets == 1));
+    }
+}

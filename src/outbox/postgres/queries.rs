@@ -441,9 +441,13 @@ impl Store for PostgresStore {
         let limit = query.limit.map(|l| l as i64).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT at, ticket_id, detail FROM audit
-                 WHERE ($1::TEXT IS NULL OR ticket_id = $1) AND at >= $2
-                 ORDER BY id LIMIT $3",
+                if query.ticket.is_some() {
+                    "SELECT at, ticket_id, detail FROM audit
+                     WHERE ticket_id = $1 AND at >= $2 ORDER BY id LIMIT $3"
+                } else {
+                    "SELECT at, ticket_id, detail FROM audit
+                     WHERE $1::TEXT IS NULL AND at >= $2 ORDER BY id LIMIT $3"
+                },
                 &[&query.ticket, &query.since_ms.unwrap_or(0), &limit],
             )
             .await?;

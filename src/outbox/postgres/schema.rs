@@ -184,13 +184,11 @@ CREATE TABLE ticket_index (
     destination TEXT,
     probe INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX ticket_index_at ON ticket_index (at);
 CREATE INDEX ticket_index_outcome ON ticket_index (outcome, id);
 CREATE INDEX ticket_index_source ON ticket_index (source, id);
 CREATE INDEX ticket_index_destination ON ticket_index (destination, id);
 CREATE INDEX ticket_index_runbook ON ticket_index (runbook, id);
 CREATE INDEX ticket_index_ticket ON ticket_index (ticket_id);
-CREATE INDEX ticket_index_gaps ON ticket_index (outcome, at, signature);
 CREATE FUNCTION runlink_index_decided() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     d JSONB := NEW.detail::jsonb;
@@ -214,6 +212,38 @@ BEGIN
     RETURN NULL;
 END
 $$;
+CREATE TABLE ticket_hours (
+    hour BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    runbook TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (hour, outcome, runbook)
+);
+CREATE TABLE gap_days (
+    day BIGINT NOT NULL,
+    signature TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    last_at BIGINT NOT NULL,
+    PRIMARY KEY (day, signature)
+);
+CREATE FUNCTION runlink_count_ticket() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.probe = 0 THEN
+        INSERT INTO ticket_hours (hour, outcome, runbook, n)
+        VALUES ((NEW.at / 3600000) * 3600000, NEW.outcome, coalesce(NEW.runbook, ''), 1)
+        ON CONFLICT (hour, outcome, runbook) DO UPDATE SET n = ticket_hours.n + 1;
+        IF NEW.outcome = 'none' THEN
+            INSERT INTO gap_days (day, signature, n, last_at)
+            VALUES ((NEW.at / 86400000) * 86400000, NEW.signature, 1, NEW.at)
+            ON CONFLICT (day, signature) DO UPDATE
+            SET n = gap_days.n + 1, last_at = greatest(gap_days.last_at, excluded.last_at);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ticket_index_count AFTER INSERT ON ticket_index FOR EACH ROW
+EXECUTE FUNCTION runlink_count_ticket();
 CREATE TRIGGER ticket_index_fill AFTER INSERT ON audit FOR EACH ROW
 WHEN (NEW.kind = 'decided' AND NEW.ticket_id IS NOT NULL)
 EXECUTE FUNCTION runlink_index_decided();

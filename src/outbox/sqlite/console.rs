@@ -1,9 +1,7 @@
 //! The web console's reads (`crate::outbox::console`).
 
 use super::*;
-use crate::outbox::console::{
-    self, Dialect, Gap, INDEXED_COLUMNS, IndexedTicket, Param, Summary, TicketFilter,
-};
+use crate::outbox::console::{self, Dialect, Gap, IndexedTicket, Param, Summary, TicketFilter};
 
 fn indexed(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedTicket> {
     Ok(IndexedTicket {
@@ -25,7 +23,6 @@ impl SqliteStore {
         filter: &TicketFilter,
     ) -> Result<Vec<IndexedTicket>, StoreError> {
         let (sql, params) = console::tickets_query(filter, Dialect::Sqlite);
-        let _ = INDEXED_COLUMNS;
         self.with_conn(move |conn| {
             let values: Vec<rusqlite::types::Value> = params
                 .into_iter()

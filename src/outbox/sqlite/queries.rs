@@ -297,11 +297,15 @@ impl Store for SqliteStore {
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.caught_up().await;
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare(
+            // One statement per shape: `?1 IS NULL OR ticket_id = ?1` would keep the
+            // planner off the ticket index and read the whole log for one ticket.
+            let mut stmt = conn.prepare_cached(if query.ticket.is_some() {
                 "SELECT at, ticket_id, detail, kind FROM audit
-                 WHERE (?1 IS NULL OR ticket_id = ?1) AND at >= ?2
-                 ORDER BY id LIMIT ?3",
-            )?;
+                 WHERE ticket_id = ?1 AND at >= ?2 ORDER BY id LIMIT ?3"
+            } else {
+                "SELECT at, ticket_id, detail, kind FROM audit
+                 WHERE ?1 IS NULL AND at >= ?2 ORDER BY id LIMIT ?3"
+            })?;
             let limit = query.limit.map(|l| l as i64).unwrap_or(-1);
             let rows = stmt.query_map(
                 params![query.ticket, query.since_ms.unwrap_or(0), limit],

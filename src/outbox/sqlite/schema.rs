@@ -175,17 +175,39 @@ CREATE TABLE ticket_index (
     destination TEXT,
     probe INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX ticket_index_at ON ticket_index (at);
 CREATE INDEX ticket_index_outcome ON ticket_index (outcome, id);
 CREATE INDEX ticket_index_source ON ticket_index (source, id);
 CREATE INDEX ticket_index_destination ON ticket_index (destination, id);
 CREATE INDEX ticket_index_runbook ON ticket_index (runbook, id);
 CREATE INDEX ticket_index_ticket ON ticket_index (ticket_id);
-CREATE INDEX ticket_index_gaps ON ticket_index (outcome, at, signature);
 CREATE VIRTUAL TABLE ticket_titles USING fts5(title, content='');
+-- Counts the overview, the runbooks page and coverage read, kept as tickets arrive:
+-- per hour, outcome and runbook; per day and signature for what had no answer.
+CREATE TABLE ticket_hours (
+    hour INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    runbook TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (hour, outcome, runbook)
+) WITHOUT ROWID;
+CREATE TABLE gap_days (
+    day INTEGER NOT NULL,
+    signature TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    last_at INTEGER NOT NULL,
+    PRIMARY KEY (day, signature)
+) WITHOUT ROWID;
 CREATE TRIGGER ticket_index_title AFTER INSERT ON ticket_index
 BEGIN
     INSERT INTO ticket_titles (rowid, title) VALUES (NEW.id, NEW.title);
+    INSERT INTO ticket_hours (hour, outcome, runbook, n)
+    SELECT (NEW.at / 3600000) * 3600000, NEW.outcome, coalesce(NEW.runbook, ''), 1
+    WHERE NEW.probe = 0
+    ON CONFLICT (hour, outcome, runbook) DO UPDATE SET n = n + 1;
+    INSERT INTO gap_days (day, signature, n, last_at)
+    SELECT (NEW.at / 86400000) * 86400000, NEW.signature, 1, NEW.at
+    WHERE NEW.probe = 0 AND NEW.outcome = 'none'
+    ON CONFLICT (day, signature) DO UPDATE SET n = n + 1, last_at = max(last_at, excluded.last_at);
 END;
 CREATE TRIGGER ticket_index_fill AFTER INSERT ON audit
 WHEN NEW.ticket_id IS NOT NULL AND (NEW.kind = 'batch' OR NEW.kind = 'decided')
