@@ -156,15 +156,17 @@ fn fts_query(text: &str) -> Option<String> {
 /// From the hourly counts the triggers keep: a day is a few hundred rows however many
 /// tickets it had.
 pub(crate) const SUMMARY_OUTCOMES: &str =
-    "SELECT outcome, SUM(n) FROM ticket_hours WHERE hour >= ?1 GROUP BY outcome";
+    "SELECT outcome, CAST(SUM(n) AS BIGINT) FROM ticket_hours WHERE hour >= ?1 GROUP BY outcome";
 
-pub(crate) const SUMMARY_HOURLY: &str = "SELECT hour, outcome, SUM(n) FROM ticket_hours
+pub(crate) const SUMMARY_HOURLY: &str =
+    "SELECT hour, outcome, CAST(SUM(n) AS BIGINT) FROM ticket_hours
      WHERE hour >= ?1 GROUP BY hour, outcome ORDER BY hour";
 
-pub(crate) const RUNBOOK_COUNTS: &str = "SELECT runbook, SUM(n) FROM ticket_hours
+pub(crate) const RUNBOOK_COUNTS: &str = "SELECT runbook, CAST(SUM(n) AS BIGINT) FROM ticket_hours
      WHERE hour >= ?1 AND runbook <> '' GROUP BY runbook";
 
-pub(crate) const GAPS: &str = "SELECT signature, SUM(n) AS total, MAX(last_at) FROM gap_days
+pub(crate) const GAPS: &str =
+    "SELECT signature, CAST(SUM(n) AS BIGINT) AS total, MAX(last_at) FROM gap_days
      WHERE day >= ?1 GROUP BY signature ORDER BY total DESC, signature LIMIT ?2";
 
 /// `?N` as `$N`, for the fixed statements above.
